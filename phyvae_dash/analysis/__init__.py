@@ -1,0 +1,1 @@
+"""Analysis: domains from latent maps, their boundaries, baselines and quality metrics."""

@@ -1,0 +1,1 @@
+"""Data layer: files to labelled xarray arrays, patches, preprocessing, phantoms, registry."""

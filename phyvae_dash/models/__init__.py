@@ -1,0 +1,1 @@
+"""Models and training: PyTorch VAEs, the boundary loss, input transforms and `fit`."""
