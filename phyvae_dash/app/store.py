@@ -1,0 +1,660 @@
+"""The dashboard's data store: the data, the settings, the running job and its results.
+
+The store follows Panel's "structure with a data store" pattern: it is the one
+place that holds state, and the views only read it (and call its few methods
+when the user selects something). It holds no numerics of its own: training,
+segmentation and boundaries come from :mod:`phyvae_dash`'s public API.
+
+Threading model
+---------------
+Training runs in a background thread so that the browser stays responsive. Each
+job gets a ``threading.Event`` as its cancel token; a newer job sets the previous
+job's token, and results of a job that is no longer the current one are dropped.
+Everything the thread wants to show goes through :meth:`Store._dispatch`, which,
+when the store lives in a served Bokeh session, schedules the update on that
+session's event loop (``pn.state.execute`` with the session's document, so the
+document lock is held). In a notebook or a test (no server session) the update is
+applied straight away, under a lock.
+"""
+from __future__ import annotations
+
+import inspect
+import itertools
+import logging
+import os
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import panel as pn
+import param
+import xarray as xr
+
+import phyvae_dash as pvd
+from phyvae_dash.errors import FitCancelled, PhyvaeDashError
+
+log = logging.getLogger(__name__)
+
+#: Largest upload accepted, in bytes (the websocket limit is raised to match in app.py).
+MAX_UPLOAD_BYTES = 200 * 1024**2
+#: Seconds between two UI updates sent from the training callback.
+PROGRESS_INTERVAL_S = 0.25
+#: The demo a dashboard opens on when it is given no image.
+DEFAULT_DEMO = "pfm_labyrinth"
+#: The names the settings are known by (also the keys of the settings JSON).
+SETTINGS = ("channel", "patch_size", "stride", "latent_dim", "boundary_weight",
+            "epochs", "model", "transform", "seed")
+#: Model variants offered when the model layer does not list its own.
+_DEFAULT_MODELS = ("vae", "shift_vae", "rot_vae")
+_DEFAULT_EPOCHS = 30
+_DEFAULT_BOUNDARY_WEIGHT = 0.1
+ALL_CHANNELS = "all channels"
+
+
+def _fit_default(name, fallback):
+    """The default of one of `fit`'s keyword arguments (so the app follows the model layer)."""
+    try:
+        default = inspect.signature(pvd.fit).parameters[name].default
+    except (ImportError, AttributeError, KeyError, ValueError, TypeError):
+        return fallback
+    return fallback if default in (None, inspect.Parameter.empty) else default
+
+
+def _model_names():
+    try:
+        from phyvae_dash.models import train
+    except ImportError:
+        return _DEFAULT_MODELS
+    return tuple(getattr(train, "MODELS", None) or _DEFAULT_MODELS)
+
+
+def _transform_names():
+    try:
+        from phyvae_dash.models import features
+    except ImportError:
+        return ("auto",)
+    return tuple(getattr(features, "TRANSFORMS", None) or ("auto",))
+
+
+def _preset(kind: str) -> dict:
+    """Recommended settings for a phantom kind, from the model layer if it has presets."""
+    for module in ("phyvae_dash.models.presets", "phyvae_dash.models.features"):
+        try:
+            presets = getattr(__import__(module, fromlist=["PRESETS"]), "PRESETS", {})
+        except ImportError:
+            continue
+        if kind in presets:
+            return dict(presets[kind])
+    return {}
+
+
+def pick_device() -> str:
+    """The device training will use, as `fit(device="auto")` resolves it."""
+    try:
+        from phyvae_dash.models.train import pick_device as _pick
+        return str(_pick("auto"))
+    except Exception:  # the model layer may be missing while it is being written
+        return "cpu"
+
+
+def dataset_names() -> list[str]:
+    """Built-in phantoms first, then the registry's other entries."""
+    names = []
+    try:
+        names += list(pvd.synthetic.KINDS)
+    except (ImportError, AttributeError):
+        pass
+    try:
+        names += [n for n in pvd.datasets.list_datasets() if n not in names]
+    except (ImportError, AttributeError):
+        pass
+    return names
+
+
+def image_kind(image: xr.DataArray) -> str:
+    """``"image"``, ``"channels"`` (multi-channel scan) or ``"spectral"`` (see ARCHITECTURE)."""
+    if image.ndim == 2:
+        return "image"
+    return "channels" if image.dims[2] == "channel" else "spectral"
+
+
+@dataclass
+class Job:
+    """One training run: its settings, cancel token and thread."""
+
+    id: int
+    key: tuple
+    settings: dict
+    image: xr.DataArray
+    compare: bool
+    n_domains: int | None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+    previous: "Job | None" = None
+    losses: dict = field(default_factory=dict)
+    last_update: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class Outcome:
+    """What a finished job produced; cached by settings so that it is not recomputed."""
+
+    result: xr.Dataset
+    baseline: xr.Dataset | None = None
+    inputs: np.ndarray | None = None         # model inputs (n_y, n_x, *feature_shape)
+    reconstruction: np.ndarray | None = None  # same shape as inputs
+    manifold: xr.DataArray | np.ndarray | None = None
+    segmentations: dict = field(default_factory=dict)  # n_domains -> (labels, baseline labels)
+
+
+class Store(param.Parameterized):
+    """State of one dashboard session: data, settings, the running job and its results.
+
+    Parameters
+    ----------
+    image : xarray.DataArray, optional
+        The image to open on (any DataArray the data layer produces). Without one
+        the store loads the built-in demo (:data:`DEFAULT_DEMO`).
+    auto_train : bool
+        Retrain as soon as a setting changes (the dashboard's behaviour).
+
+    Examples
+    --------
+    >>> store = Store(auto_train=False)            # doctest: +SKIP
+    >>> store.param.update(patch_size=8, epochs=2)  # doctest: +SKIP
+    >>> store.train(); store.wait()                 # doctest: +SKIP
+    >>> store.result.z_mean.dims                    # doctest: +SKIP
+    ('latent', 'y', 'x')
+    """
+
+    # ---- data
+    source = param.String(default="", doc="Where the data came from (dataset name or file).")
+    data = param.ClassSelector(class_=xr.DataArray, doc="The loaded data, all channels.")
+    truth = param.ClassSelector(class_=xr.DataArray, doc="A phantom's true labels, if any.")
+    channel = param.Selector(default=ALL_CHANNELS, objects=[ALL_CHANNELS],
+                             doc="Which channel of a multi-channel scan is used.")
+
+    # ---- settings (a change retrains, unless the result is cached)
+    patch_size = param.Integer(default=16, bounds=(1, 128))
+    stride = param.Integer(default=4, bounds=(1, 64))
+    latent_dim = param.Integer(default=2, bounds=(1, 8))
+    boundary_weight = param.Number(default=_DEFAULT_BOUNDARY_WEIGHT, bounds=(0, None))
+    epochs = param.Integer(default=_DEFAULT_EPOCHS, bounds=(1, 1000))
+    model = param.Selector(default="vae", objects=list(_DEFAULT_MODELS))
+    transform = param.Selector(default="auto", objects=["auto"])
+    seed = param.Integer(default=0)
+    n_domains = param.Integer(default=None, allow_None=True, bounds=(1, 12),
+                              doc="Number of domains; None chooses it automatically.")
+    compare = param.Boolean(default=False, doc="Also fit with boundary_weight=0.")
+    auto_train = param.Boolean(default=True)
+
+    # ---- the running job
+    running = param.Boolean(default=False, constant=False)
+    status = param.String(default="idle")
+    epoch = param.Integer(default=0)
+    epochs_total = param.Integer(default=0)
+    eta_s = param.Number(default=None, allow_None=True)
+    elapsed_s = param.Number(default=None, allow_None=True)
+    losses = param.Dict(default={}, doc="Per-epoch losses of the current job, by name.")
+    jobs_started = param.Integer(default=0, doc="How many trainings were started.")
+    cache_hits = param.Integer(default=0)
+
+    # ---- what the views show
+    z_maps = param.ClassSelector(class_=xr.DataArray, doc="Latent maps (latent, y, x), live.")
+    result = param.ClassSelector(class_=xr.Dataset)
+    outcome = param.ClassSelector(class_=Outcome)
+    labels = param.ClassSelector(class_=xr.DataArray)
+    boundaries = param.ClassSelector(class_=xr.DataArray)
+    boundary_len = param.Parameter(default=None, doc="Total boundary length (a Length).")
+    baseline_labels = param.ClassSelector(class_=xr.DataArray)
+    transform_info = param.String(default="")
+    selection = param.Array(default=None, allow_None=True,
+                            doc="Boolean mask (n_y, n_x) of brushed positions.")
+    point = param.Tuple(default=None, allow_None=True, length=2,
+                        doc="(row, column) index of the clicked position.")
+    message = param.Dict(default={}, doc="The latest notification: level and text.")
+    device = param.String(default="cpu")
+
+    def __init__(self, image: xr.DataArray | None = None, **params):
+        super().__init__(**params)
+        self.param.model.objects = list(_model_names())
+        self.param.transform.objects = list(_transform_names())
+        self.boundary_weight = params.get(
+            "boundary_weight", _fit_default("boundary_weight", _DEFAULT_BOUNDARY_WEIGHT))
+        self.device = pick_device()
+        self.messages: list[dict] = []
+        self._ids = itertools.count(1)
+        self._cache: dict[tuple, Outcome] = {}
+        self._job: Job | None = None
+        self._loader: threading.Thread | None = None
+        self._lock = threading.RLock()
+        # The session's document: background threads schedule their updates on it.
+        self._doc = pn.state.curdoc if pn.state.curdoc and pn.state.curdoc.session_context else None
+        if image is not None:
+            self._set_data(image, source=image.attrs.get("source", "array"))
+        else:
+            names = dataset_names()
+            demo = DEFAULT_DEMO if DEFAULT_DEMO in names else (names[0] if names else None)
+            if demo is not None:
+                self._set_data(*self._read_dataset(demo))
+        self.param.watch(self._on_settings, [*SETTINGS, "compare"])
+        self.param.watch(self._on_n_domains, ["n_domains"])
+
+    # ------------------------------------------------------------------ data
+    @property
+    def image(self) -> xr.DataArray | None:
+        """The array given to `fit`: the data, restricted to the chosen channel."""
+        if self.data is None:
+            return None
+        if self.channel != ALL_CHANNELS and "channel" in self.data.dims:
+            return self.data.sel(channel=self.channel)
+        return self.data
+
+    @property
+    def kind(self) -> str:
+        """``"image"``, ``"channels"`` or ``"spectral"``."""
+        return image_kind(self.data) if self.data is not None else "image"
+
+    def _read_dataset(self, name: str):
+        loaded = pvd.datasets.load_dataset(name)
+        if isinstance(loaded, xr.Dataset):
+            return loaded["image"], name, loaded.get("labels"), {**_preset(name), **{
+                k: loaded.attrs[k] for k in ("patch_size", "stride") if k in loaded.attrs}}
+        return loaded, name, None, _preset(name)
+
+    def _set_data(self, image, source, truth=None, recommended=None):
+        """Show new data: reset results and apply recommended settings, then retrain."""
+        channels = [ALL_CHANNELS]
+        if image.ndim == 3 and image.dims[2] == "channel":
+            channels += [str(c) for c in image["channel"].values]
+        settings = {k: v for k, v in (recommended or {}).items()
+                    if k in self.param and k in SETTINGS}
+        # Patches must fit in the image; spectra default to one position per patch.
+        smallest = min(image.sizes["y"], image.sizes["x"])
+        if "patch_size" not in settings:
+            settings["patch_size"] = 1 if image_kind(image) == "spectral" else min(
+                self.patch_size, max(2, smallest // 4))
+        settings["patch_size"] = min(settings["patch_size"], smallest)
+        self.param.channel.objects = channels
+        self._cancel_job()
+        with param.parameterized.discard_events(self):
+            self.param.update(channel=ALL_CHANNELS, **settings)
+        self.param.update(
+            data=image, truth=truth, source=str(source), z_maps=None, result=None,
+            outcome=None, labels=None, boundaries=None, boundary_len=None,
+            baseline_labels=None, selection=None, point=None, losses={}, epoch=0,
+            transform_info="",
+        )
+        if self.auto_train:
+            self.train()
+
+    def load_dataset(self, name: str):
+        """Load a built-in phantom or registry entry in the background, then retrain."""
+        self._background(lambda: self._read_dataset(name), f"dataset {name!r}")
+
+    def upload(self, content: bytes, filename: str):
+        """Load an uploaded file (its bytes and name) in the background, then retrain.
+
+        Errors (an unknown format, a corrupt file, a file too large) become
+        notifications; the previous data stay on screen.
+        """
+        if content is None:
+            return
+        if len(content) > MAX_UPLOAD_BYTES:
+            self.notify(f"{filename} is {len(content) / 1024**2:.0f} MB; the limit is "
+                        f"{MAX_UPLOAD_BYTES // 1024**2} MB. Downsample it or use "
+                        "`phyvae-dash fit` on the command line.", "error")
+            return
+
+        def read():
+            # The data layer reads paths (formats are told apart by their suffix).
+            with tempfile.TemporaryDirectory() as folder:
+                path = Path(folder) / Path(filename).name
+                path.write_bytes(content)
+                image = pvd.load(path)
+                image.load()
+            image.attrs["source"] = filename
+            return image, filename, None, None
+
+        self._background(read, filename)
+
+    def _background(self, read, what: str):
+        def work():
+            try:
+                loaded = read()
+            except PhyvaeDashError as error:
+                self._dispatch(None, self.notify, f"Could not load {what}: {error}", "error")
+            except Exception as error:  # a reader's own error: still the user's file
+                log.exception("loading %s failed", what)
+                self._dispatch(None, self.notify,
+                               f"Could not load {what}: {type(error).__name__}: {error}", "error")
+            else:
+                self._dispatch(None, self._set_data, *loaded)
+                self._dispatch(None, self.notify, f"Loaded {what}.", "success")
+
+        self._loader = threading.Thread(target=work, name="phyvae-dash-load", daemon=True)
+        self._loader.start()
+
+    # ------------------------------------------------------------------ notifications
+    def notify(self, text: str, level: str = "info"):
+        """Tell the user something: a toast in the browser, and `message` for the views."""
+        entry = {"level": level, "text": text, "time": time.time()}
+        self.messages.append(entry)
+        self.message = entry
+        notifications = pn.state.notifications
+        if notifications is not None:
+            getattr(notifications, level, notifications.info)(text, duration=8000 if level == "error" else 3000)
+        (log.warning if level in ("error", "warning") else log.info)(text)
+
+    # ------------------------------------------------------------------ training
+    def settings(self) -> dict:
+        """The settings of the current training, JSON-able."""
+        return {name: getattr(self, name) for name in SETTINGS} | {
+            "n_domains": self.n_domains, "compare": self.compare, "source": self.source}
+
+    def _key(self, boundary_weight=None) -> tuple:
+        values = self.settings() | {"data": id(self.data)}
+        if boundary_weight is not None:
+            values["boundary_weight"] = boundary_weight
+        values.pop("n_domains"), values.pop("compare")
+        return tuple(sorted((k, str(v)) for k, v in values.items()))
+
+    def _on_settings(self, *events):
+        if self.auto_train and self.data is not None:
+            self.train()
+
+    def _on_n_domains(self, *events):
+        job = self._job
+        if job is not None and job.thread is not None and job.thread.is_alive() and job.key:
+            job.n_domains = self.n_domains  # the running job segments when it finishes
+        elif self.outcome is not None:
+            self._segment_in_background(self.outcome)
+
+    def train(self, force: bool = False):
+        """Train with the current settings, or show the cached result of the same settings.
+
+        Cancels the running job, if any. Returns at once; the work runs in a thread.
+
+        Parameters
+        ----------
+        force : bool
+            Retrain even if the settings' result is cached.
+        """
+        if self.data is None:
+            return
+        key = self._key()
+        cached = self._cache.get(key)
+        if cached is not None and not force and (cached.baseline is not None or not self.compare):
+            self._cancel_job()
+            self.cache_hits += 1
+            self.status = "cached result"
+            self._segment_in_background(cached)
+            return
+        settings = {k: getattr(self, k) for k in SETTINGS if k != "channel"}
+        job = Job(next(self._ids), key, settings, self.image, self.compare, self.n_domains,
+                  previous=self._job)
+        self._cancel_job()
+        self._job = job
+        self.param.update(running=True, status="training", epoch=0,
+                          epochs_total=settings["epochs"], eta_s=None, elapsed_s=None,
+                          losses={}, jobs_started=self.jobs_started + 1)
+        job.thread = threading.Thread(target=self._run, args=(job,), daemon=True,
+                                      name=f"phyvae-dash-fit-{job.id}")
+        job.thread.start()
+
+    def cancel(self):
+        """Stop the running job (its result is never shown)."""
+        if self._cancel_job():
+            self.notify("Training cancelled.", "info")
+
+    def _cancel_job(self) -> bool:
+        job, self._job = self._job, None
+        if job is None or not job.thread or not job.thread.is_alive():
+            return False
+        job.cancel.set()
+        self.param.update(running=False, status="cancelled")
+        return True
+
+    def wait(self, timeout: float = 60.0) -> bool:
+        """Block until the current load and job are done (for tests, scripts, benchmarks).
+
+        Returns
+        -------
+        bool
+            True when nothing is running any more.
+        """
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            threads = [self._loader, self._job.thread if self._job else None]
+            alive = [t for t in threads if t is not None and t.is_alive()]
+            if not alive:
+                return True
+            alive[0].join(max(0.0, end - time.monotonic()))
+        return False
+
+    def _run(self, job: Job):
+        """Body of the training thread."""
+        if job.previous is not None and job.previous.thread is not None:
+            # The cancelled job stops within an epoch; waiting keeps the 2 cores for us.
+            job.previous.thread.join()
+            job.previous = None
+        try:
+            result = self._cached_or_fit(job, job.key, job.settings["boundary_weight"])
+            baseline = None
+            if job.compare:
+                baseline = (result if job.settings["boundary_weight"] == 0 else
+                            self._cached_or_fit(job, self._key(0), 0.0, "comparison"))
+            outcome = self._cache.get(job.key) or self._analyse(job, result)
+            outcome.baseline = outcome.baseline or baseline
+            self._cache[job.key] = outcome
+            segmentation = self._segmentation(outcome, job.n_domains)
+        except FitCancelled:
+            return
+        except PhyvaeDashError as error:
+            self._dispatch(job, self._failed, f"Training failed: {error}")
+        except Exception as error:
+            log.exception("training job %s failed", job.id)
+            self._dispatch(job, self._failed, f"Training failed: {type(error).__name__}: {error}")
+        else:
+            self._dispatch(job, self._show, outcome, segmentation, True)
+
+    def _cached_or_fit(self, job: Job, key: tuple, boundary_weight: float, phase="training"):
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached.result
+        job.losses = {}
+        result = pvd.fit(job.image, **{**job.settings, "boundary_weight": boundary_weight},
+                         callback=partial(self._on_progress, job, phase), cancel=job.cancel)
+        if job.cancel.is_set():
+            raise FitCancelled("cancelled")
+        if phase == "comparison":
+            self._cache.setdefault(key, Outcome(result))
+        return result
+
+    def _analyse(self, job: Job, result: xr.Dataset) -> Outcome:
+        """Everything the views show about a result that does not depend on n_domains."""
+        outcome = Outcome(result)
+        try:
+            from phyvae_dash.models.features import prepare_inputs
+            inputs = prepare_inputs(job.image, job.settings["patch_size"], job.settings["stride"],
+                                    result.attrs.get("transform", job.settings["transform"]))
+            outcome.inputs = inputs.data
+        except Exception:  # the input view then says it has nothing to show
+            log.debug("prepare_inputs failed", exc_info=True)
+        for name, compute in (("reconstruction", lambda: result.pvd.reconstruct()),
+                              ("manifold", lambda: result.pvd.manifold(n=8))):
+            if job.cancel.is_set():
+                raise FitCancelled("cancelled")
+            try:
+                value = compute()
+            except Exception:
+                log.debug("%s failed", name, exc_info=True)
+                continue
+            if name == "reconstruction":
+                value = np.asarray(getattr(value, "values", value))
+                if outcome.inputs is not None and value.size == outcome.inputs.size:
+                    value = value.reshape(outcome.inputs.shape)
+            setattr(outcome, name, value)
+        return outcome
+
+    def _segmentation(self, outcome: Outcome, n_domains):
+        """Labels, boundaries and their length (cached per number of domains)."""
+        if n_domains not in outcome.segmentations:
+            labels = pvd.segment(outcome.result, n_domains=n_domains)
+            boundaries = pvd.boundary_map(labels)
+            length = pvd.boundary_length(labels)
+            baseline = None
+            if outcome.baseline is not None:
+                baseline = pvd.segment(outcome.baseline, n_domains=int(labels.max()) + 1)
+            outcome.segmentations[n_domains] = (labels, boundaries, length, baseline)
+        return outcome.segmentations[n_domains]
+
+    def _segment_in_background(self, outcome: Outcome):
+        n_domains = self.n_domains
+        marker = self._job = Job(next(self._ids), (), {}, self.image, False, n_domains)
+
+        def work():
+            try:
+                segmentation = self._segmentation(outcome, n_domains)
+            except Exception as error:
+                log.exception("segmentation failed")
+                self._dispatch(marker, self._failed, f"Segmentation failed: {error}")
+            else:
+                self._dispatch(marker, self._show, outcome, segmentation, False)
+
+        marker.thread = threading.Thread(target=work, name="phyvae-dash-segment", daemon=True)
+        marker.thread.start()
+
+    def _on_progress(self, job: Job, phase: str, progress):
+        """Training callback (runs in the training thread): send a throttled UI update."""
+        for name, value in progress.losses.items():
+            job.losses.setdefault(name, []).append(float(value))
+        now = time.perf_counter()
+        last = progress.epoch >= progress.epochs
+        if not last and now - job.last_update < PROGRESS_INTERVAL_S and progress.epoch > 1:
+            return
+        job.last_update = now
+        z_maps = None
+        if progress.z_mean is not None and phase == "training":
+            z_maps = self._as_maps(job, np.asarray(progress.z_mean))
+        losses = {k: list(v) for k, v in job.losses.items()}
+        self._dispatch(job, self._progress, phase, progress.epoch, progress.epochs,
+                       progress.eta_s, progress.elapsed_s, losses, z_maps)
+
+    def _as_maps(self, job: Job, z_mean: np.ndarray):
+        """Label a callback's bare latent maps with the patch-centre coordinates."""
+        grid = getattr(job, "grid", None)
+        if grid is None:
+            from phyvae_dash.data.patches import extract_patches
+            patches = extract_patches(job.image, job.settings["patch_size"], job.settings["stride"])
+            grid = job.grid = (patches["y"], patches["x"])
+        if z_mean.shape[1:] != (grid[0].size, grid[1].size):
+            return None
+        return xr.DataArray(z_mean, dims=("latent", "y", "x"),
+                            coords={"latent": np.arange(z_mean.shape[0]), "y": grid[0], "x": grid[1]},
+                            name="z_mean")
+
+    # ------------------------------------------------------------------ applied on the UI side
+    def _dispatch(self, job: Job | None, function, *args):
+        """Run ``function(*args)`` where it may touch the UI, if `job` is still current."""
+        def apply():
+            if job is not None and job is not self._job:
+                return  # a newer job replaced this one: its updates are stale
+            function(*args)
+
+        if self._doc is not None:
+            from panel.io.state import set_curdoc
+            with set_curdoc(self._doc):
+                pn.state.execute(apply, schedule=True)
+        else:
+            with self._lock:
+                apply()
+
+    def _progress(self, phase, epoch, epochs, eta_s, elapsed_s, losses, z_maps):
+        updates = dict(epoch=epoch, epochs_total=epochs, eta_s=eta_s, elapsed_s=elapsed_s,
+                       losses=losses, status=phase)
+        if z_maps is not None:
+            if self.z_maps is None or self.z_maps.shape != z_maps.shape:
+                updates["selection"], updates["point"] = None, None
+            updates["z_maps"] = z_maps
+        self.param.update(**updates)
+
+    def _show(self, outcome: Outcome, segmentation, finished_training: bool):
+        labels, boundaries, length, baseline_labels = segmentation
+        result = outcome.result
+        z_maps = result["z_mean"]
+        reset = self.z_maps is None or self.z_maps.shape != z_maps.shape
+        transform = result.attrs.get("transform", "")
+        reason = result.attrs.get("transform_reason", "")
+        self.param.update(
+            result=result, outcome=outcome, z_maps=z_maps, labels=labels,
+            boundaries=boundaries, boundary_len=length, baseline_labels=baseline_labels,
+            running=False, status="done", eta_s=0.0,
+            elapsed_s=result.attrs.get("elapsed_s", self.elapsed_s),
+            transform_info=f"{transform}: {reason}" if reason else str(transform),
+            losses={name.removeprefix("loss_"): result[name].values.tolist()
+                    for name in result.data_vars if name.startswith("loss_")} or self.losses,
+            **({"selection": None, "point": None} if reset else {}),
+        )
+        self._job = None
+
+    def _failed(self, text: str):
+        self.param.update(running=False, status="failed")
+        self._job = None
+        self.notify(text, "error")
+
+    # ------------------------------------------------------------------ selections
+    def select_indices(self, indices):
+        """Brush scan positions by flat index into the (n_y, n_x) grid (from the scatter)."""
+        if self.z_maps is None:
+            return
+        shape = self.z_maps.shape[1:]
+        mask = np.zeros(shape, dtype=bool)
+        mask.flat[np.asarray(indices, dtype=int)] = True
+        self.selection = mask if mask.any() else None
+
+    def select_bounds(self, bounds):
+        """Brush scan positions inside a real-space box ``(x0, y0, x1, y1)``."""
+        if self.z_maps is None or bounds is None:
+            return
+        x0, y0, x1, y1 = bounds
+        y, x = self.z_maps["y"].values, self.z_maps["x"].values
+        inside_y = (y >= min(y0, y1)) & (y <= max(y0, y1))
+        inside_x = (x >= min(x0, x1)) & (x <= max(x0, x1))
+        mask = inside_y[:, None] & inside_x[None, :]
+        self.selection = mask if mask.any() else None
+
+    def select_latent_box(self, bounds, latents):
+        """Brush the positions whose latents ``latents=(i, j)`` fall inside ``bounds``."""
+        if self.z_maps is None or bounds is None:
+            return
+        x0, y0, x1, y1 = bounds
+        zi, zj = (self.z_maps.values[i] for i in latents)
+        mask = ((zi >= min(x0, x1)) & (zi <= max(x0, x1)) &
+                (zj >= min(y0, y1)) & (zj <= max(y0, y1)))
+        self.selection = mask if mask.any() else None
+
+    def select_position(self, x: float, y: float):
+        """Pick the scan position nearest to physical ``(x, y)``."""
+        if self.z_maps is None or x is None or y is None:
+            return
+        row = int(np.abs(self.z_maps["y"].values - y).argmin())
+        column = int(np.abs(self.z_maps["x"].values - x).argmin())
+        self.point = (row, column)
+
+    def select_nearest_latent(self, zx: float, zy: float, latents):
+        """Pick the scan position whose latent pair is nearest to ``(zx, zy)``."""
+        if self.z_maps is None or zx is None:
+            return
+        zi, zj = (self.z_maps.values[i] for i in latents)
+        flat = int(np.nanargmin((zi - zx) ** 2 + (zj - zy) ** 2))
+        self.point = tuple(int(v) for v in np.unravel_index(flat, zi.shape))
+
+    def clear_selection(self):
+        self.param.update(selection=None, point=None)
+

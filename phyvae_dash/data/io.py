@@ -1,0 +1,829 @@
+"""Microscopy files to labelled ``xarray.DataArray`` images: one entry point, :func:`load`.
+
+Every reader below turns a file into a list of :class:`_Channel` records (an array with
+dims ``(y, x[, spectral])``, its coordinates with units, its name and a metadata dict);
+:func:`load` then picks channels, stacks them, checks for NaN/Inf and writes the
+NetCDF-safe ``attrs``. Readers never leak their own exceptions: anything that goes wrong
+inside a third-party reader becomes a :class:`~phyvae_dash.errors.DataError` that names
+the file.
+
+Supported formats
+-----------------
+=====================================  ==============================================
+extension                              reader
+=====================================  ==============================================
+``.h5``, ``.hdf5``, ``.hf5``           pycroscopy NSID (pyNSID/sidpy), USID (pyUSID),
+                                       HyperSpy/EMD HDF5 (rosettasciio)
+``.dm3``, ``.dm4``, ``.emd``,          rosettasciio, plugin chosen by extension
+``.hspy``, ``.mrc``, ``.ser``, ...
+``.tif``, ``.tiff``                    tifffile (ImageJ / centimetre resolution tags)
+``.png``, ``.jpg``, ``.jpeg``, ...     imageio; RGB becomes grayscale (luminance)
+                                       unless ``rgb="channels"``
+``.npy``, ``.npz``                     numpy, never unpickling; a ``<stem>.json``
+                                       sidecar may give the field of view
+``.nc``, ``.zarr``                     xarray (files written by xarray)
+=====================================  ==============================================
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from ..errors import DataError
+
+__all__ = ["load", "list_channels", "FILL_NAN_METHODS", "SUPPORTED_EXTENSIONS"]
+
+FILL_NAN_METHODS = ("mean", "median", "interpolate")
+HDF5_EXTENSIONS = (".h5", ".hdf5", ".hf5")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+TIFF_EXTENSIONS = (".tif", ".tiff")
+NUMPY_EXTENSIONS = (".npy", ".npz")
+XARRAY_EXTENSIONS = (".nc", ".zarr")
+# rosettasciio plugins by extension; ambiguous ones (.h5, .tif, images, .npy, .nc) are
+# handled above with more specific readers.
+RSCIIO_PLUGINS = {
+    ".dm3": "rsciio.digitalmicrograph", ".dm4": "rsciio.digitalmicrograph",
+    ".emd": "rsciio.emd", ".hspy": "rsciio.hspy", ".zspy": "rsciio.zspy",
+    ".mrc": "rsciio.mrc", ".mrcz": "rsciio.mrcz", ".ser": "rsciio.tia",
+    ".emi": "rsciio.tia", ".blo": "rsciio.blockfile", ".unf": "rsciio.semper",
+    ".bcf": "rsciio.bruker", ".sur": "rsciio.digitalsurf", ".pro": "rsciio.digitalsurf",
+    ".prz": "rsciio.pantarhei", ".rpl": "rsciio.ripple", ".wdf": "rsciio.renishaw",
+    ".nxs": "rsciio.nexus", ".tvips": "rsciio.tvips", ".mib": "rsciio.quantumdetector",
+}
+SUPPORTED_EXTENSIONS = tuple(sorted(
+    {*HDF5_EXTENSIONS, *IMAGE_EXTENSIONS, *TIFF_EXTENSIONS, *NUMPY_EXTENSIONS,
+     *XARRAY_EXTENSIONS, *RSCIIO_PLUGINS}
+))
+# Formats users ask for that no installed reader handles: say what to do instead.
+_UNSUPPORTED_HINTS = {
+    ".ibw": "Igor binary waves are not read by rosettasciio; export the scan to HDF5 "
+            "(e.g. with pycroscopy's SciFiReaders) or TIFF",
+    ".sxm": "Nanonis .sxm is not read by rosettasciio; export the scan to HDF5 or TIFF",
+}
+
+_LENGTH_PREFIXES = ((1e-12, "pm"), (1e-9, "nm"), (1e-6, "µm"), (1e-3, "mm"), (1.0, "m"))
+_LENGTH_UNITS = {"m", "mm", "µm", "nm", "pm", "Å", "A", "angstrom"}
+_ANGLE_UNITS = {"deg", "degree", "degrees", "°", "rad", "radian", "radians"}
+_MAX_METADATA_ENTRIES = 40
+
+
+@dataclass
+class _Channel:
+    """One channel as read from a file, before stacking."""
+
+    name: str
+    data: np.ndarray  # dims (y, x) or (y, x, spectral)
+    coords: dict  # dim -> (values, attrs dict with at least "units")
+    units: str = ""
+    metadata: dict = field(default_factory=dict)
+    spectral_dim: str | None = None
+    is_phase: bool | None = None  # None: guess from the name and units
+    attrs: dict = field(default_factory=dict)  # carried over as is (files we wrote)
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def load(path, channel=None, *, fill_nan=None, **reader_options) -> xr.DataArray:
+    """Read a microscopy file into a labelled image.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The file (a folder for ``.zarr``). See the module docstring for the formats.
+    channel : str, int or list of those, optional
+        Which channel(s) of a multi-channel file to keep, by name (as
+        :func:`list_channels` gives them) or position. ``None`` keeps all.
+    fill_nan : {"mean", "median", "interpolate"} or float, optional
+        What to put in place of NaN/Inf values. By default a file with non-finite
+        values is refused, because models silently break on them. ``"mean"`` and
+        ``"median"`` use the statistics of the channel's finite values,
+        ``"interpolate"`` inpaints from the neighbours (biharmonic, scikit-image), a
+        number is used as is.
+    **reader_options
+        Passed to the reader: for ``.npy``/``.npz``/TIFF/PNG ``dims`` names a 3-D
+        array's dims (e.g. ``("y", "x", "energy")``); ``.npz`` takes ``key``;
+        PNG/JPEG take ``rgb="gray"`` (default) or ``"channels"``; NetCDF/Zarr take
+        ``variable``; rosettasciio formats take their own ``file_reader`` options.
+
+    Returns
+    -------
+    xarray.DataArray
+        Dims ``("y", "x")`` for one channel, ``("y", "x", "channel")`` for several
+        (channel names as the ``channel`` coordinate), or ``("y", "x", <spectral>)``
+        for a spectrum per position. ``y``/``x`` (and a spectral dim) carry physical
+        coordinates with ``units`` (``"px"`` when the file has no calibration; SI metres
+        are shown with a readable prefix such as ``"µm"``). ``attrs``: ``source``,
+        ``format``, ``metadata`` (a JSON string of a flat summary), ``units`` /
+        ``channel_units`` and ``phase_channels`` (names of channels holding a phase
+        angle, whose units are ``"deg"`` or ``"rad"``).
+
+    Raises
+    ------
+    phyvae_dash.errors.DataError
+        Missing file, unknown or corrupt format, wrong dimensionality, empty array,
+        NaN/Inf without ``fill_nan``, or a channel that does not exist.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "scan.npy"
+    >>> np.save(path, np.random.rand(32, 48))
+    >>> image = load(path)
+    >>> image.dims, image.shape, image.x.attrs["units"]
+    (('y', 'x'), (32, 48), 'px')
+    """
+    path = Path(path)
+    channels, fmt = _read_channels(path, reader_options)
+    channels = _select(channels, channel, path)
+    image = _assemble(channels, path, fmt)
+    return _check_finite(image, path, fill_nan)
+
+
+def list_channels(path, **reader_options) -> list[str]:
+    """Names of the channels in a file, in the order :func:`load` stacks them.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "pfm.npz"
+    >>> np.savez(path, amplitude=np.ones((8, 8)), phase=np.zeros((8, 8)))
+    >>> list_channels(path)
+    ['amplitude', 'phase']
+    """
+    channels, _ = _read_channels(Path(path), reader_options)
+    return [c.name for c in channels]
+
+
+# ---------------------------------------------------------------------- dispatching
+
+
+def _read_channels(path: Path, options: dict) -> tuple[list[_Channel], str]:
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix in _UNSUPPORTED_HINTS:
+        raise DataError(f"{path}: unsupported format {suffix}: {_UNSUPPORTED_HINTS[suffix]}")
+    if suffix in HDF5_EXTENSIONS:
+        return _read_hdf5(path, options)
+    if suffix in TIFF_EXTENSIONS:
+        return _guarded(path, "TIFF", _read_tiff, options), "TIFF"
+    if suffix in IMAGE_EXTENSIONS:
+        return _guarded(path, suffix[1:].upper(), _read_image, options), suffix[1:].upper()
+    if suffix in NUMPY_EXTENSIONS:
+        return _guarded(path, "numpy", _read_numpy, options), "numpy"
+    if suffix in XARRAY_EXTENSIONS:
+        fmt = "NetCDF" if suffix == ".nc" else "Zarr"
+        return _guarded(path, fmt, _read_xarray, options), fmt
+    if suffix in RSCIIO_PLUGINS:
+        plugin = RSCIIO_PLUGINS[suffix]
+        fmt = f"rosettasciio:{plugin.split('.')[-1]}"
+        return _guarded(path, fmt, _read_rsciio, options, plugin), fmt
+    raise DataError(
+        f"{path}: unknown format {suffix or '(no extension)'}; "
+        f"supported extensions: {', '.join(SUPPORTED_EXTENSIONS)}"
+    )
+
+
+def _guarded(path, fmt, reader, options, *args):
+    """Run a reader; turn anything it raises into a DataError naming the file."""
+    try:
+        return reader(path, *args, **options)
+    except DataError:
+        raise
+    except TypeError as err:
+        if "unexpected keyword" in str(err):
+            raise DataError(f"{path}: option not understood by the {fmt} reader: {err}") from None
+        raise DataError(f"{path}: cannot read as {fmt} ({type(err).__name__}: {err})") from None
+    except Exception as err:  # a corrupt file can fail in any way inside a reader
+        raise DataError(
+            f"{path}: cannot read as {fmt}; the file may be corrupt or of another "
+            f"format ({type(err).__name__}: {err})"
+        ) from None
+
+
+# --------------------------------------------------------------------------- HDF5
+
+
+def _read_hdf5(path: Path, options: dict) -> tuple[list[_Channel], str]:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as h5:
+            layout = _hdf5_layout(h5)
+    except OSError as err:
+        raise DataError(f"{path}: not a readable HDF5 file ({err})") from None
+    if layout == "NSID":
+        return _guarded(path, "NSID HDF5", _read_nsid, options), "NSID"
+    if layout == "USID":
+        return _guarded(path, "USID HDF5", _read_usid, options), "USID"
+    if layout == "HSPY":
+        return _guarded(path, "HyperSpy HDF5", _read_rsciio, options, "rsciio.hspy"), "rosettasciio:hspy"
+    if layout == "EMD":
+        return _guarded(path, "EMD HDF5", _read_rsciio, options, "rsciio.emd"), "rosettasciio:emd"
+    raise DataError(
+        f"{path}: an HDF5 file, but neither pycroscopy NSID/USID nor HyperSpy/EMD layout "
+        "(no dataset with dimension scales, no Raw_Data with Position_Indices)"
+    )
+
+
+def _hdf5_layout(h5) -> str | None:
+    import h5py
+
+    if "file_format" in h5.attrs and "hyperspy" in str(h5.attrs["file_format"]).lower():
+        return "HSPY"
+    if "version_major" in h5.attrs or "emd_group_type" in str(dict(h5.attrs)):
+        return "EMD"
+    found = []
+
+    def visit(name, obj):
+        if isinstance(obj, h5py.Dataset):
+            if name.endswith("Raw_Data") and "Position_Indices" in obj.attrs:
+                found.append("USID")
+            elif "DIMENSION_LIST" in obj.attrs and "quantity" in obj.attrs:
+                found.append("NSID")
+        return "USID" in found or None  # USID wins: its Raw_Data is unambiguous
+
+    h5.visititems(visit)
+    if "USID" in found:
+        return "USID"
+    return "NSID" if found else None
+
+
+def _read_nsid(path: Path) -> list[_Channel]:
+    import h5py
+    from pyNSID.io.hdf_utils import get_all_main, read_h5py_dataset
+
+    channels = []
+    with h5py.File(path, "r") as h5:
+        for h5_main in get_all_main(h5):
+            dataset = read_h5py_dataset(h5_main)
+            data = np.asarray(h5_main[()])  # keep the stored dtype (sidpy upcasts)
+            axes = [dataset._axes[i] for i in range(dataset.ndim)]
+            dim_names = [str(ax.name) for ax in axes]
+            spatial = _spatial_axes(dim_names, [str(ax.dimension_type) for ax in axes])
+            if spatial is None or data.ndim not in (2, 3):
+                raise DataError(
+                    f"{path}: dataset {h5_main.name} has dims {dim_names} of shape "
+                    f"{data.shape}; expected two spatial dims (x, y) and at most one spectral"
+                )
+            rest = [i for i in range(data.ndim) if i not in spatial]
+            data = np.transpose(data, (*spatial, *rest))
+            coords = {}
+            for dim, i in zip(("y", "x"), spatial):
+                coords[dim] = (np.asarray(axes[i].values, float), {"units": str(axes[i].units)})
+            spectral_dim = None
+            if rest:
+                ax = axes[rest[0]]
+                spectral_dim = _safe_dim_name(str(ax.name))
+                coords[spectral_dim] = (
+                    np.asarray(ax.values, float),
+                    {"units": str(ax.units), "long_name": str(ax.name),
+                     "quantity": str(ax.quantity)},
+                )
+            name = str(dataset.quantity or "") or str(h5_main.attrs.get("title", "")) \
+                or h5_main.name.rsplit("/", 1)[-1]
+            metadata = {"dataset": h5_main.name, "data_type": str(dataset.data_type),
+                        "modality": str(dataset.modality),
+                        **getattr(dataset, "original_metadata", {})}
+            channels.append(_Channel(name, data, coords, str(dataset.units), metadata,
+                                     spectral_dim))
+    return _use_common_spatial_units(channels)
+
+
+def _spatial_axes(names: list[str], types: list[str]) -> tuple[int, int] | None:
+    """Array axes of (y, x): by name where the file says x/y, else by dimension type."""
+    lower = [n.lower() for n in names]
+    if "x" in lower and "y" in lower:
+        return lower.index("y"), lower.index("x")
+    spatial = [i for i, t in enumerate(types) if "SPATIAL" in t.upper()]
+    if len(spatial) == 2:
+        return spatial[0], spatial[1]
+    if len(names) in (2, 3):  # no labels: treat the first two axes as rows, columns
+        return 0, 1
+    return None
+
+
+def _use_common_spatial_units(channels: list[_Channel]) -> list[_Channel]:
+    """Give every channel the scan's length units.
+
+    Some NSID writers copy a channel's data units onto its x/y scales (a phase channel
+    then has x/y in "deg"); the scan grid is the same for all channels, so take the
+    spatial coordinates from a channel whose x/y units are lengths.
+    """
+    good = next((c for c in channels if c.coords["x"][1]["units"] in _LENGTH_UNITS), None)
+    if good is None:
+        return channels
+    for c in channels:
+        if c.coords["x"][1]["units"] not in _LENGTH_UNITS and \
+                c.data.shape[:2] == good.data.shape[:2]:
+            c.coords["y"], c.coords["x"] = good.coords["y"], good.coords["x"]
+    return channels
+
+
+def _read_usid(path: Path) -> list[_Channel]:
+    import h5py
+    import pyUSID
+
+    channels = []
+    with h5py.File(path, "r") as h5:
+        for h5_main in pyUSID.hdf_utils.get_all_main(h5):
+            pos_labels = list(h5_main.pos_dim_labels)
+            if len(pos_labels) != 2:
+                raise DataError(
+                    f"{path}: USID dataset {h5_main.name} has position dims {pos_labels}; "
+                    "expected a 2-D scan (X, Y)"
+                )
+            # n-dim form has the position dims in label order, then the spectroscopic ones.
+            data = np.asarray(h5_main.get_n_dim_form(lazy=False))
+            iy, ix = _spatial_axes(pos_labels, ["SPATIAL", "SPATIAL"])
+            spec_labels = list(h5_main.spec_dim_labels)
+            spec_sizes = list(h5_main.spec_dim_sizes)
+            pos_units = dict(zip(pos_labels, _usid_units(h5_main.pos_dim_descriptors)))
+            coords = {
+                "y": (np.asarray(h5_main.get_pos_values(pos_labels[iy]), float),
+                      {"units": pos_units[pos_labels[iy]]}),
+                "x": (np.asarray(h5_main.get_pos_values(pos_labels[ix]), float),
+                      {"units": pos_units[pos_labels[ix]]}),
+            }
+            data = np.moveaxis(data, (iy, ix), (0, 1))
+            spectral_dim = None
+            long_spec = [i for i, n in enumerate(spec_sizes) if n > 1]
+            if len(long_spec) > 1:
+                raise DataError(
+                    f"{path}: USID dataset {h5_main.name} has {len(long_spec)} spectroscopic "
+                    f"dims {spec_labels}; at most one is supported"
+                )
+            data = data.reshape(data.shape[:2] + tuple(spec_sizes[i] for i in long_spec))
+            if long_spec:
+                label = spec_labels[long_spec[0]]
+                spectral_dim = _safe_dim_name(label)
+                spec_units = _usid_units(h5_main.spec_dim_descriptors)[long_spec[0]]
+                coords[spectral_dim] = (np.asarray(h5_main.get_spec_values(label), float),
+                                        {"units": spec_units, "long_name": label})
+            name = str(_attr(h5_main, "quantity") or h5_main.parent.name.rsplit("/", 1)[-1])
+            metadata = {"dataset": h5_main.name, **{
+                k: _attr(h5_main.parent, k) for k in h5_main.parent.attrs}}
+            channels.append(_Channel(name, data, coords, str(_attr(h5_main, "units") or ""),
+                                     metadata, spectral_dim))
+    return channels
+
+
+def _usid_units(descriptors) -> list[str]:
+    """Units from pyUSID descriptors such as ``"X (m)"``."""
+    return [m.group(1) if (m := re.search(r"\(([^()]*)\)\s*$", d)) else "" for d in descriptors]
+
+
+def _attr(h5obj, key):
+    value = h5obj.attrs.get(key)
+    return value.decode() if isinstance(value, bytes) else value
+
+
+# ------------------------------------------------------------------- rosettasciio
+
+
+def _read_rsciio(path: Path, plugin: str, **options) -> list[_Channel]:
+    from importlib import import_module
+
+    signals = import_module(plugin).file_reader(str(path), **options)
+    channels = []
+    for k, signal in enumerate(signals):
+        data = np.asarray(signal["data"])
+        axes = sorted(signal["axes"], key=lambda ax: ax.get("index_in_array", 0))
+        if data.ndim < 2:
+            continue  # a spectrum or a scalar stored next to the image (e.g. in EMD)
+        general = signal.get("metadata", {}).get("General", {})
+        title = str(general.get("title", "")) or (path.stem if len(signals) == 1 else f"signal {k}")
+        quantity = str(signal.get("metadata", {}).get("Signal", {}).get("quantity", ""))
+        units = m.group(1) if (m := re.search(r"\(([^()]*)\)\s*$", quantity)) else ""
+        coords = {}
+        for ax, size in zip(axes, data.shape):
+            if "axis" in ax:  # non-uniform axis
+                values = np.asarray(ax["axis"], float)
+            else:
+                values = ax.get("offset", 0.0) + ax.get("scale", 1.0) * np.arange(size)
+            name = str(ax.get("name") or "")
+            coords[name] = (values, {"units": _clean_units(ax.get("units"))})
+        names = list(coords)
+        nav = [ax.get("navigate", False) for ax in axes]
+        if data.ndim == 2:
+            dims = ["y", "x"]
+        elif data.ndim == 3 and sum(nav) == 2:  # spectrum image: navigation is the scan
+            dims = ["y", "x", _safe_dim_name(names[[not n for n in nav].index(True)] or "spectral")]
+            order = [i for i, n in enumerate(nav) if n] + [nav.index(False)]
+            data = np.transpose(data, order)
+            names = [names[i] for i in order]
+        else:
+            raise DataError(
+                f"{path}: signal '{title}' has shape {data.shape}; load() reads 2-D images "
+                "and spectrum images (two scan axes and one signal axis)"
+            )
+        coords = {d: coords[n] if n in coords else (np.arange(s, dtype=float), {"units": "px"})
+                  for d, n, s in zip(dims, names, data.shape)}
+        metadata = {"title": title, "original_metadata": signal.get("original_metadata", {})}
+        channels.append(_Channel(title, data, coords, units, metadata,
+                                 dims[2] if data.ndim == 3 else None))
+    if not channels:
+        raise DataError(f"{path}: holds no image (no signal with two or more dims)")
+    return channels
+
+
+# ----------------------------------------------------------- TIFF, PNG/JPEG, numpy
+
+
+def _read_tiff(path: Path, dims=None) -> list[_Channel]:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        data = tif.asarray()
+        page = tif.pages[0]
+        pixel_size, units = _tiff_pixel_size(tif, page)
+        description = page.description or ""
+    channels = _channels_from_array(np.squeeze(data), path, dims, name=path.stem)
+    for c in channels:
+        if pixel_size is not None:
+            for dim, size in zip(("y", "x"), pixel_size):
+                n = c.data.shape[0 if dim == "y" else 1]
+                c.coords[dim] = (np.arange(n) * size, {"units": units})
+        if description:
+            c.metadata["description"] = description[:500]
+    return channels
+
+
+def _tiff_pixel_size(tif, page):
+    """(dy, dx) and units from ImageJ metadata or centimetre resolution tags, else None.
+
+    Resolution in inches is what image editors write for printing (72 dpi), not a
+    calibration, so it is ignored.
+    """
+    tags = page.tags
+    if "XResolution" not in tags or "YResolution" not in tags:
+        return None, "px"
+    xres, yres = (tags[k].value for k in ("XResolution", "YResolution"))
+    per_unit = [num / den if den else 0.0 for num, den in (yres, xres)]
+    if not all(per_unit):
+        return None, "px"
+    imagej = tif.imagej_metadata or {}
+    unit = imagej.get("unit")
+    resunit = int(getattr(tags.get("ResolutionUnit"), "value", 1))
+    if unit and unit.lower() not in ("pixel", "pixels", ""):
+        return tuple(1.0 / p for p in per_unit), _clean_units(unit)
+    if resunit == 3:  # centimetre
+        return tuple(1e4 / p for p in per_unit), "µm"
+    return None, "px"
+
+
+def _read_image(path: Path, rgb: str = "gray", dims=None) -> list[_Channel]:
+    import imageio.v3 as iio
+
+    data = np.asarray(iio.imread(path))
+    if data.ndim == 3 and data.shape[-1] in (3, 4):
+        data = data[..., :3].astype(np.float32)  # alpha carries no signal
+        if rgb == "gray":
+            from skimage.color import rgb2gray  # float input keeps the 0..255 scale
+
+            data = rgb2gray(data)
+        elif rgb == "channels":
+            return _channels_from_array(data, path, ("y", "x", "channel"), names=["R", "G", "B"])
+        else:
+            raise DataError(f"{path}: rgb must be 'gray' or 'channels', not {rgb!r}")
+    return _channels_from_array(data, path, dims, name=path.stem)
+
+
+def _read_numpy(path: Path, key=None, dims=None) -> list[_Channel]:
+    if path.suffix.lower() == ".npy":
+        try:
+            data = np.load(path, allow_pickle=False)
+        except ValueError as err:
+            if "pickle" in str(err).lower():
+                raise DataError(f"{path}: holds Python objects (pickled); only plain numeric "
+                                "arrays are read, for safety") from None
+            raise
+        channels = _channels_from_array(data, path, dims, name=path.stem)
+    else:
+        with np.load(path, allow_pickle=False) as npz:
+            keys = list(npz.files)
+            if key is not None:
+                if key not in keys:
+                    raise DataError(f"{path}: no array {key!r}; arrays in the file: {keys}")
+                keys = [key]
+            arrays = {k: npz[k] for k in keys}
+        if not arrays:
+            raise DataError(f"{path}: the .npz file holds no arrays")
+        if len(arrays) == 1:
+            (k, data), = arrays.items()
+            channels = _channels_from_array(data, path, dims, name=k)
+        elif len({a.shape for a in arrays.values()}) == 1 and next(iter(arrays.values())).ndim == 2:
+            channels = [c for k, a in arrays.items()
+                        for c in _channels_from_array(a, path, None, name=k)]
+        else:
+            shapes = {k: a.shape for k, a in arrays.items()}
+            raise DataError(f"{path}: arrays of different shapes {shapes}; choose one with key=")
+    _apply_json_sidecar(path, channels)
+    return channels
+
+
+def _channels_from_array(data, path, dims=None, name="image", names=None) -> list[_Channel]:
+    """Split a bare 2-D/3-D array into channels following the dims convention.
+
+    A 3-D array whose last (or first) axis has at most 16 entries is read as channels
+    ``(y, x, channel)`` (``(channel, y, x)`` stacks are moved); a longer third axis is
+    a spectrum per position, dim ``"spectral"``. ``dims`` overrides the guess.
+    """
+    data = np.asarray(data)
+    if data.dtype.kind not in "biuf":
+        raise DataError(f"{path}: array of dtype {data.dtype} is not numeric")
+    if data.size == 0:
+        raise DataError(f"{path}: the array is empty (shape {data.shape})")
+    data = np.squeeze(data) if data.ndim > 2 else data
+    if data.ndim not in (2, 3):
+        raise DataError(
+            f"{path}: wrong dimensionality: shape {data.shape}; load() reads 2-D images, "
+            "multi-channel images (y, x, channel) and spectral maps (y, x, spectrum)"
+        )
+    if dims is None and data.ndim == 3:
+        if data.shape[2] <= 16:
+            dims = ("y", "x", "channel")
+        elif data.shape[0] <= 16:
+            data, dims = np.moveaxis(data, 0, -1), ("y", "x", "channel")
+        else:
+            dims = ("y", "x", "spectral")
+    dims = tuple(dims or ("y", "x"))
+    if len(dims) != data.ndim or dims[:2] != ("y", "x"):
+        raise DataError(f"{path}: dims {dims} do not fit an array of shape {data.shape}; "
+                        "give ('y', 'x'[, third])")
+    coords = {d: (np.arange(n, dtype=float), {"units": "px"}) for d, n in zip(dims[:2], data.shape)}
+    if data.ndim == 2:
+        return [_Channel(name, data, coords)]
+    if dims[2] == "channel":
+        names = names or [f"{name}_{i}" for i in range(data.shape[2])]
+        return [_Channel(n, data[..., i], dict(coords)) for i, n in enumerate(names)]
+    coords[dims[2]] = (np.arange(data.shape[2], dtype=float), {"units": ""})
+    return [_Channel(name, data, coords, spectral_dim=dims[2])]
+
+
+def _apply_json_sidecar(path: Path, channels: list[_Channel]) -> None:
+    """Calibrate x/y from a ``<stem>.json`` sidecar giving a field of view or pixel size."""
+    sidecar = path.with_suffix(".json")
+    if not sidecar.exists():
+        return
+    try:
+        info = _flatten(json.loads(sidecar.read_text()))
+    except (ValueError, OSError) as err:
+        raise DataError(f"{sidecar}: unreadable JSON sidecar of {path.name} ({err})") from None
+    short = {k.rsplit(".", 1)[-1].lower(): v for k, v in info.items()}
+    units = next((str(v) for k, v in short.items() if k.endswith("units")), "px")
+    for c in channels:
+        c.metadata.update(info)
+        for dim, axis in (("y", 0), ("x", 1)):
+            n = c.data.shape[axis]
+            fov = short.get(f"field_of_view_{dim}", short.get("field_of_view"))
+            step = short.get(f"pixel_size_{dim}", short.get("pixel_size"))
+            if isinstance(fov, (int, float)):
+                step = fov / n
+            if isinstance(step, (int, float)):
+                c.coords[dim] = (np.arange(n) * float(step), {"units": _clean_units(units)})
+
+
+# ------------------------------------------------------------------- NetCDF / Zarr
+
+
+def _read_xarray(path: Path, variable=None) -> list[_Channel]:
+    opener = xr.open_zarr if path.suffix.lower() == ".zarr" else xr.open_dataset
+    with opener(path) as ds:
+        names = [v for v in ds.data_vars if {"y", "x"} <= set(ds[v].dims)]
+        if variable is not None:
+            if variable not in ds.data_vars:
+                raise DataError(f"{path}: no variable {variable!r}; variables: {list(ds.data_vars)}")
+            names = [variable]
+        elif "image" in names:  # a saved phantom Dataset: its image is the data
+            names = ["image"]
+        if len(names) != 1:
+            raise DataError(f"{path}: {len(names)} variables with dims (y, x): {names}; "
+                            "choose one with variable=")
+        da = ds[names[0]].load()
+    extra = [d for d in da.dims if d not in ("y", "x")]
+    if len(extra) > 1:
+        raise DataError(f"{path}: variable {names[0]!r} has dims {da.dims}; "
+                        "expected (y, x[, channel or spectral])")
+    da = da.transpose("y", "x", *extra)
+    coords = {d: (np.asarray(da[d].values, float) if d in da.coords else
+                  np.arange(da.sizes[d], dtype=float),
+                  dict(da[d].attrs) if d in da.coords else {"units": "px"})
+              for d in da.dims if d != "channel"}
+    for _, attrs in coords.values():
+        attrs.setdefault("units", "px")
+    # A file written from a loaded image keeps its history: original metadata summary,
+    # preprocessing steps, which channels are phases.
+    try:
+        metadata = json.loads(da.attrs["metadata"])
+    except (KeyError, TypeError, ValueError):
+        metadata = {"variable": names[0], **da.attrs}
+    carried = {k: _as_list(da.attrs[k]) for k in ("preprocessing",) if k in da.attrs}
+    if "source" in da.attrs:
+        carried["original_source"] = da.attrs["source"]
+    known_phase = _as_list(da.attrs["phase_channels"]) if "phase_channels" in da.attrs else None
+    units = str(da.attrs.get("units", ""))
+    if extra == ["channel"]:
+        ch_units = _as_list(da.attrs.get("channel_units", [units] * da.sizes["channel"]))
+        return [_Channel(str(n), da.values[..., i], dict(coords), str(u), metadata,
+                         is_phase=None if known_phase is None else str(n) in known_phase,
+                         attrs=carried)
+                for i, (n, u) in enumerate(zip(da["channel"].values, ch_units))]
+    name = str(da.attrs.get("long_name") or da.name or path.stem)
+    return [_Channel(name, da.values, coords, units, metadata, extra[0] if extra else None,
+                     is_phase=None if known_phase is None else name in known_phase,
+                     attrs=carried)]
+
+
+def _as_list(value) -> list:
+    """NetCDF stores a one-element list attribute as a scalar and [] as an empty array."""
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in np.atleast_1d(value)]
+
+
+# --------------------------------------------------------------------- assembling
+
+
+def _select(channels: list[_Channel], channel, path: Path) -> list[_Channel]:
+    if channel is None:
+        return channels
+    wanted = channel if isinstance(channel, (list, tuple)) else [channel]
+    names = [c.name for c in channels]
+    picked = []
+    for item in wanted:
+        if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
+            if not -len(channels) <= item < len(channels):
+                raise DataError(f"{path}: channel index {item} out of range; the file has "
+                                f"{len(channels)} channels: {names}")
+            picked.append(channels[item])
+        elif item in names:
+            picked.append(channels[names.index(item)])
+        else:
+            raise DataError(f"{path}: no channel {item!r}; channels in the file: {names}")
+    return picked
+
+
+def _assemble(channels: list[_Channel], path: Path, fmt: str) -> xr.DataArray:
+    if not channels:
+        raise DataError(f"{path}: holds no image data")
+    for c in channels:
+        if c.data.size == 0:
+            raise DataError(f"{path}: channel {c.name!r} is empty (shape {c.data.shape})")
+        if c.data.ndim not in (2, 3):
+            raise DataError(f"{path}: channel {c.name!r} has shape {c.data.shape}; expected "
+                            "2-D (y, x) or 3-D (y, x, spectrum)")
+    first = channels[0]
+    if len(channels) > 1:
+        shapes = {c.name: c.data.shape for c in channels}
+        if len(set(shapes.values())) > 1 or first.data.ndim != 2:
+            raise DataError(f"{path}: channels of different shapes or spectral channels "
+                            f"{shapes} cannot be stacked; choose one with channel=")
+    coords = {}
+    for dim, (values, attrs) in first.coords.items():
+        values, attrs = np.asarray(values, float), dict(attrs)
+        attrs["units"] = _clean_units(attrs.get("units")) or ("px" if dim in ("y", "x") else "")
+        if attrs["units"] == "m":
+            values, attrs["units"] = _readable_length(values)
+        coords[dim] = (dim, values, attrs)
+    data = np.stack([c.data for c in channels], axis=-1) if len(channels) > 1 else first.data
+    if data.dtype.kind in "biu":  # integer counts: models and NaN fill need floats
+        data = data.astype(np.float32)
+    units = [_clean_units(c.units) for c in channels]
+    phase = []
+    for i, c in enumerate(channels):
+        if c.is_phase if c.is_phase is not None else _is_phase(c.name, units[i]):
+            phase.append(c.name)
+            if units[i] not in ("deg", "rad"):  # some writers store a phase in "m"
+                span = float(np.nanmax(c.data) - np.nanmin(c.data))
+                units[i] = "deg" if span > 2 * math.pi * 1.05 else "rad"
+    attrs = {"source": str(path), "format": fmt, **first.attrs,
+             "metadata": _summary(first.metadata), "phase_channels": phase}
+    if len(channels) > 1:
+        dims = ("y", "x", "channel")
+        coords["channel"] = ("channel", [c.name for c in channels])
+        attrs["channel_units"] = units
+        name = path.stem
+    else:
+        dims = ("y", "x") + ((first.spectral_dim,) if data.ndim == 3 else ())
+        attrs["units"] = units[0]
+        attrs["long_name"] = first.name
+        name = first.name
+    return xr.DataArray(data, dims=dims, coords=coords, name=name, attrs=attrs)
+
+
+def _check_finite(image: xr.DataArray, path: Path, fill_nan) -> xr.DataArray:
+    values = image.values
+    bad = ~np.isfinite(values)
+    n_bad = int(bad.sum())
+    if n_bad == 0:
+        return image
+    n_nan, n_inf = int(np.isnan(values).sum()), int(np.isinf(values).sum())
+    if fill_nan is None:
+        raise DataError(
+            f"{path}: {n_nan} NaN and {n_inf} Inf values out of {values.size}; pass "
+            "fill_nan='mean', 'median', 'interpolate' or a number to replace them"
+        )
+    if n_bad == values.size:
+        raise DataError(f"{path}: every value is NaN or Inf; nothing to fill from")
+    filled = values.astype(np.result_type(values.dtype, np.float32), copy=True)
+    filled[bad] = np.nan
+    spatial = (0, 1)
+    if isinstance(fill_nan, (int, float)) and not isinstance(fill_nan, bool):
+        filled[bad] = fill_nan
+    elif fill_nan in ("mean", "median"):
+        stat = np.nanmean if fill_nan == "mean" else np.nanmedian
+        per_channel = stat(filled, axis=spatial, keepdims=True)  # one value per channel
+        filled = np.where(bad, np.broadcast_to(per_channel, filled.shape), filled)
+    elif fill_nan == "interpolate":
+        from skimage.restoration import inpaint_biharmonic
+
+        mask = bad if filled.ndim == 2 else bad.any(axis=-1)
+        filled = inpaint_biharmonic(np.nan_to_num(filled), mask,
+                                    channel_axis=-1 if filled.ndim == 3 else None)
+    else:
+        raise DataError(f"fill_nan must be one of {FILL_NAN_METHODS} or a number, not {fill_nan!r}")
+    out = image.copy(data=filled.astype(values.dtype if values.dtype.kind == "f" else np.float32))
+    note = f"fill_nan={fill_nan!r}: replaced {n_nan} NaN and {n_inf} Inf values"
+    out.attrs["preprocessing"] = [*image.attrs.get("preprocessing", []), note]
+    return out
+
+
+# -------------------------------------------------------------------------- helpers
+
+
+def _is_phase(name: str, units: str) -> bool:
+    """A phase angle by its name or units; the cos/sin of a phase is not an angle."""
+    lower = name.lower()
+    if lower.endswith(("_cos", "_sin")):
+        return False
+    return "phase" in lower or units in ("deg", "rad")
+
+
+def _clean_units(units) -> str:
+    """Normalise unit spellings (``um``/``micron``/Greek mu -> ``µm``, degree -> ``deg``)."""
+    if units is None:
+        return ""
+    if isinstance(units, bytes):
+        units = units.decode(errors="replace")
+    units = str(units).strip().replace("\u03bc", "\u00b5")
+    aliases = {"um": "µm", "micron": "µm", "microns": "µm", "nanometer": "nm",
+               "nanometers": "nm", "<undefined>": "", "degree": "deg", "degrees": "deg",
+               "°": "deg", "radian": "rad", "radians": "rad", "pixel": "px",
+               "pixels": "px", "angstrom": "Å", "A": "Å"}
+    return aliases.get(units, aliases.get(units.lower(), units))
+
+
+def _readable_length(values: np.ndarray) -> tuple[np.ndarray, str]:
+    """Metres to the prefix that puts the scan size between 1 and 1000 (2e-6 m -> 2 µm)."""
+    extent = float(np.nanmax(np.abs(values))) if values.size else 0.0
+    if extent == 0.0:
+        return values, "m"
+    factor, units = next(((f, u) for f, u in reversed(_LENGTH_PREFIXES) if extent >= f),
+                         _LENGTH_PREFIXES[0])
+    return values / factor, units
+
+
+def _safe_dim_name(name: str) -> str:
+    """A dim name NetCDF accepts: ``"$\\sqrt E$"`` -> ``"sqrt_E"``."""
+    cleaned = re.sub(r"[^0-9A-Za-z]+", "_", name).strip("_")
+    if not cleaned or cleaned in ("y", "x", "channel") or cleaned[0].isdigit():
+        cleaned = f"spectral_{cleaned}" if cleaned else "spectral"
+    return cleaned
+
+
+def _flatten(tree, prefix="") -> dict:
+    flat = {}
+    for key, value in (tree.items() if isinstance(tree, dict) else []):
+        full = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, full + "."))
+        else:
+            flat[full] = value
+    return flat
+
+
+def _summary(metadata: dict) -> str:
+    """A short JSON summary of the original metadata: scalars only, so NetCDF stores it."""
+    flat, kept = _flatten(metadata), {}
+    for key, value in flat.items():
+        if isinstance(value, bytes):
+            value = value.decode(errors="replace")
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, float) and not math.isfinite(value):
+            continue
+        if isinstance(value, (bool, int, float)) or (isinstance(value, str) and len(value) <= 200):
+            kept[key] = value
+        if len(kept) >= _MAX_METADATA_ENTRIES:
+            break
+    if len(flat) > len(kept):
+        kept["entries_in_file"] = len(flat)
+    return json.dumps(kept, ensure_ascii=False)

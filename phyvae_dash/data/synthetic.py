@@ -1,0 +1,925 @@
+"""Synthetic phantoms: physically sensible microscopy images with known ground truth.
+
+Every phantom is an :class:`xarray.Dataset` with
+
+* ``image`` -- dims ``("y", "x")`` or ``("y", "x", "channel")``, what a microscope
+  would record, with shot/read noise, scan-line jitter and a slow background;
+* ``labels`` -- integer ``("y", "x")``: the domain level that a patch of the
+  recommended size can resolve (what benchmarks score);
+* ``boundaries`` -- boolean ``("y", "x")``: pixels with a 4-neighbour of a different
+  label (see :func:`label_boundaries`);
+* extra label levels where they exist (``variant_labels`` for stripe domains);
+* ``y``/``x`` coordinates in physical units (``units`` attribute);
+* ``attrs``: ``kind``, ``seed``, the noise settings, lattice period(s) in pixels and
+  the recommended ``patch_size`` and ``stride``.
+
+Four kinds exist, listed in :data:`KINDS` and built by name with :func:`make`:
+
+==================  =====================  ==============================================
+name                function               what it is
+==================  =====================  ==============================================
+``graphene_grains`` :func:`honeycomb_grains`  honeycomb lattice, grains rotated by
+                                           arbitrary angles (labels = grain)
+``bfo_stripes``     :func:`stripe_domains`    BiFeO3-like stripes of 4 variants in 2
+                                           stripe orientations (labels = orientation)
+``nio_lsmo``        :func:`two_phase_lattice` rock-salt pillars in a perovskite matrix,
+                                           same mean intensity (labels = phase)
+``pfm_labyrinth``   :func:`pfm_labyrinth`     180 degree labyrinth domains, PFM amplitude
+                                           and phase channels (labels = up/down)
+==================  =====================  ==============================================
+
+Lattice and stripe periods are deliberately not integers and not multiples of the
+usual strides (2, 4, 8), as in real images: neighbouring patches see the lattice at
+different offsets, which is what makes these images hard for a naive patch model.
+
+Angles are in degrees, measured from the +x axis towards +y (increasing row index).
+A wave with angle ``theta`` and period ``p`` varies as
+``cos(2 pi (x cos(theta) + y sin(theta)) / p)``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+from scipy import ndimage
+
+from ..errors import SettingsError
+
+__all__ = [
+    "KINDS",
+    "make",
+    "honeycomb_grains",
+    "stripe_domains",
+    "two_phase_lattice",
+    "pfm_labyrinth",
+    "label_boundaries",
+]
+
+#: Names accepted by :func:`make`, in a stable order.
+KINDS = ("graphene_grains", "bfo_stripes", "nio_lsmo", "pfm_labyrinth")
+
+_MIN_SIDE = 32
+
+# Real spacings that set the pixel size, so coordinates are physically consistent.
+_GRAPHENE_D100_NM = 0.2131  # {10-10} lattice-plane spacing of graphene (a = 0.246 nm)
+_LSMO_A_NM = 0.387  # pseudo-cubic lattice constant of La0.7Sr0.3MnO3
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def label_boundaries(labels) -> np.ndarray:
+    """Mark the pixels that sit on a label change.
+
+    A pixel is on a boundary when one of its four neighbours carries a different
+    label, so a wall between two domains is two pixels thick (one on each side).
+
+    Parameters
+    ----------
+    labels : array_like of int, shape (ny, nx)
+        Label image (numpy array or ``xarray.DataArray``).
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (ny, nx)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> labels = np.array([[0, 0, 1, 1]] * 2)
+    >>> label_boundaries(labels).astype(int)
+    array([[0, 1, 1, 0],
+           [0, 1, 1, 0]])
+    """
+    lab = np.asarray(labels)
+    edges = np.zeros(lab.shape, dtype=bool)
+    step_y = lab[1:] != lab[:-1]
+    step_x = lab[:, 1:] != lab[:, :-1]
+    edges[1:] |= step_y
+    edges[:-1] |= step_y
+    edges[:, 1:] |= step_x
+    edges[:, :-1] |= step_x
+    return edges
+
+
+def _check_shape(shape) -> tuple[int, int]:
+    try:
+        ny, nx = (int(n) for n in shape)
+    except (TypeError, ValueError):
+        raise SettingsError(f"shape must be two integers (ny, nx), got {shape!r}") from None
+    if min(ny, nx) < _MIN_SIDE:
+        raise SettingsError(f"shape must be at least {_MIN_SIDE} x {_MIN_SIDE} pixels, got {shape!r}")
+    return ny, nx
+
+
+def _check_positive(**values):
+    for name, value in values.items():
+        if not np.isfinite(value) or value <= 0:
+            raise SettingsError(f"{name} must be a positive number, got {value!r}")
+
+
+def _grid(shape):
+    ny, nx = shape
+    return np.meshgrid(np.arange(ny, dtype=float), np.arange(nx, dtype=float), indexing="ij")
+
+
+def _unit(field):
+    """Zero mean, unit standard deviation (a constant field stays zero)."""
+    field = field - field.mean()
+    std = field.std()
+    return field / std if std > 0 else field
+
+
+def _smooth_noise(rng, shape, sigma_px):
+    """Gaussian-filtered white noise with unit standard deviation."""
+    return _unit(ndimage.gaussian_filter(rng.standard_normal(shape), sigma_px, mode="reflect"))
+
+
+def _fourier_noise(rng, shape, transfer, pad):
+    """White noise shaped in Fourier space by ``transfer(ky, kx)`` (cycles/px).
+
+    Generated on a padded grid and cropped, so the field does not wrap around the
+    image edges as a plain FFT filter would.
+    """
+    ny, nx = shape[0] + 2 * pad, shape[1] + 2 * pad
+    ky = np.fft.fftfreq(ny)[:, None]
+    kx = np.fft.fftfreq(nx)[None, :]
+    spectrum = np.fft.fft2(rng.standard_normal((ny, nx))) * transfer(ky, kx)
+    field = np.fft.ifft2(spectrum).real[pad:pad + shape[0], pad:pad + shape[1]]
+    return _unit(field)
+
+
+def _oriented_texture(rng, shape, angle_deg, length_px, width_px):
+    """Random texture whose streaks run along ``angle_deg`` (unit std)."""
+    t = np.deg2rad(angle_deg)
+
+    def transfer(ky, kx):
+        along = kx * np.cos(t) + ky * np.sin(t)
+        across = -kx * np.sin(t) + ky * np.cos(t)
+        return np.exp(-2 * np.pi**2 * ((along * length_px) ** 2 + (across * width_px) ** 2))
+
+    return _fourier_noise(rng, shape, transfer, pad=int(3 * length_px))
+
+
+def _warp(rng, shape, amplitude_px, scale_px):
+    """Smooth random displacement (dy, dx) that roughens otherwise straight boundaries."""
+    if amplitude_px <= 0:
+        return np.zeros(shape), np.zeros(shape)
+    return (amplitude_px * _smooth_noise(rng, shape, scale_px),
+            amplitude_px * _smooth_noise(rng, shape, scale_px))
+
+
+def _separated_angles(rng, n, min_sep_deg, symmetry_deg):
+    """``n`` random angles in [0, symmetry) at least ``min_sep_deg`` apart modulo symmetry.
+
+    The gaps between consecutive angles around the circle are the minimum separation
+    plus a random (Dirichlet) share of what is left, so the constraint always holds
+    without rejection sampling.
+    """
+    if n * min_sep_deg >= symmetry_deg:
+        raise SettingsError(
+            f"cannot place {n} orientations at least {min_sep_deg} deg apart modulo "
+            f"{symmetry_deg} deg; use fewer grains or a smaller min_angle_deg"
+        )
+    gaps = min_sep_deg + (symmetry_deg - n * min_sep_deg) * rng.dirichlet(np.ones(n))
+    angles = rng.uniform(0, symmetry_deg) + np.concatenate([[0.0], np.cumsum(gaps[:-1])])
+    return np.mod(angles, symmetry_deg)
+
+
+def _rough_voronoi(rng, shape, n, roughness_px, min_area_fraction=0.4, tries=200):
+    """Voronoi regions of ``n`` random seeds on a randomly warped grid.
+
+    Seeds are redrawn until every region holds at least ``min_area_fraction`` of
+    the mean area, so that each region is large enough for a patch to resolve.
+    """
+    yy, xx = _grid(shape)
+    dy, dx = _warp(rng, shape, roughness_px, max(min(shape) / 12, 3.0))
+    yy, xx = yy + dy, xx + dx
+    ny, nx = shape
+    for _ in range(tries):
+        seeds = rng.uniform((0, 0), (ny, nx), size=(n, 2))
+        dist2 = (yy[None] - seeds[:, 0, None, None]) ** 2 + (xx[None] - seeds[:, 1, None, None]) ** 2
+        labels = np.argmin(dist2, axis=0)
+        areas = np.bincount(labels.ravel(), minlength=n)
+        if areas.min() >= min_area_fraction * labels.size / n:
+            return labels
+    raise SettingsError(f"could not split a {ny} x {nx} image into {n} regions; use fewer")
+
+
+def _row_shifts(rng, ny, jitter_px):
+    """Horizontal position error of each scan line, in pixels.
+
+    Real scans show independent line-to-line jitter (fly-back timing, mains pickup)
+    on top of a slow drift; the two parts share the variance.
+    """
+    if jitter_px <= 0:
+        return np.zeros(ny)
+    white = rng.standard_normal(ny)
+    drift = _unit(ndimage.gaussian_filter1d(rng.standard_normal(ny), max(ny / 16, 1.0)))
+    return jitter_px * (0.8 * white + 0.6 * drift)
+
+
+def _shift_rows(array, shifts, order):
+    """Sample each row at ``x + shift[row]``: what the probe saw where it really was."""
+    if not np.any(shifts):
+        return array
+    yy, xx = _grid(array.shape)
+    return ndimage.map_coordinates(array, [yy, xx + shifts[:, None]], order=order, mode="nearest")
+
+
+def _background(rng, shape, amplitude):
+    """Slow background: a random tilt plus a very smooth bump field (unit-free)."""
+    if amplitude <= 0:
+        return np.zeros(shape)
+    yy, xx = _grid(shape)
+    slope = rng.standard_normal(2)
+    plane = _unit(slope[0] * yy + slope[1] * xx)
+    bumps = _smooth_noise(rng, shape, min(shape) / 4)
+    return amplitude * (0.7 * plane + 0.3 * bumps) / 2
+
+
+def _record(rng, clean, label_maps, *, dose, noise, jitter_px, line_offset, background):
+    """Turn a clean, non-negative intensity image into a recorded scan.
+
+    Order follows the physics: slow background (part of the signal), scan-line
+    jitter (the probe's real positions; labels follow the probe), shot noise (dose =
+    counts per pixel at intensity 1, ``0``/``None`` for none), then detector read
+    noise and per-line offsets.
+    """
+    ny = clean.shape[0]
+    signal = np.clip(clean + _background(rng, clean.shape, background), 0, None)
+    shifts = _row_shifts(rng, ny, jitter_px)
+    signal = np.clip(_shift_rows(signal, shifts, order=3), 0, None)
+    label_maps = [_shift_rows(lab, shifts, order=0) for lab in label_maps]
+    if dose:
+        signal = rng.poisson(signal * dose) / dose
+    image = signal + noise * rng.standard_normal(signal.shape)
+    image = image + line_offset * rng.standard_normal(ny)[:, None]
+    return image, label_maps
+
+
+def _noise_attrs(dose, noise, jitter_px, line_offset, background):
+    return {
+        "dose": float(dose or 0.0),
+        "noise": float(noise),
+        "jitter_px": float(jitter_px),
+        "line_offset": float(line_offset),
+        "background": float(background),
+    }
+
+
+def _patch_size(requested, shape):
+    """The recommended patch size, kept to at most a third of the smaller side."""
+    cap = max(8, (min(shape) // 3) // 4 * 4)
+    return int(min(requested, cap))
+
+
+def _dataset(image, labels, extra, *, pixel_size, units, attrs, image_attrs,
+             channels=None, label_attrs=None):
+    ny, nx = labels.shape
+    coords = {
+        "y": ("y", np.arange(ny) * pixel_size, {"units": units, "long_name": "y position"}),
+        "x": ("x", np.arange(nx) * pixel_size, {"units": units, "long_name": "x position"}),
+    }
+    dims = ("y", "x")
+    if channels is not None:
+        coords["channel"] = ("channel", list(channels))
+        image_dims = dims + ("channel",)
+    else:
+        image_dims = dims
+    labels = labels.astype(np.int64)
+    data_vars = {
+        "image": (image_dims, image.astype(np.float64), image_attrs),
+        "labels": (dims, labels, label_attrs or {}),
+        "boundaries": (dims, label_boundaries(labels),
+                       {"long_name": "pixels with a 4-neighbour of another label"}),
+    }
+    for name, (values, var_attrs) in extra.items():
+        data_vars[name] = (dims, values.astype(np.int64), var_attrs)
+    return xr.Dataset(data_vars, coords=coords,
+                      attrs={**attrs, "pixel_size": float(pixel_size), "units": units})
+
+
+# --------------------------------------------------------------------------- phantoms
+
+
+def honeycomb_grains(
+    shape=(256, 256),
+    *,
+    seed=0,
+    n_grains=3,
+    angles=None,
+    min_angle_deg=10.0,
+    period_px=7.3,
+    atom_sigma_px=0.9,
+    boundary_roughness_px=3.0,
+    dose=200.0,
+    noise=0.02,
+    jitter_px=0.3,
+    line_offset=0.01,
+    background=0.1,
+    patch_size=24,
+    stride=4,
+) -> xr.Dataset:
+    """Graphene-like honeycomb lattice split into grains rotated against each other.
+
+    The lattice is the sum of three plane waves 120 degrees apart, whose minima form
+    the honeycomb of carbon columns; an exponential turns them into round atoms of
+    width ``atom_sigma_px``. Grains are Voronoi regions of random seeds on a warped
+    grid (slightly rough boundaries), each with its own lattice rotation and origin.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Image size in pixels, at least 32 x 32.
+    seed : int
+        Random seed; the same seed gives identical arrays.
+    n_grains : int
+        Number of grains (labels ``0 .. n_grains - 1``).
+    angles : sequence of float, optional
+        Lattice rotation of each grain in degrees. Default: random, at least
+        ``min_angle_deg`` apart modulo 60 (the honeycomb's symmetry).
+    min_angle_deg : float
+        Smallest misorientation between random grain angles.
+    period_px : float
+        Spacing of the {10-10} lattice planes in pixels (the FFT's first ring). Sets
+        the pixel size: ``0.2131 nm / period_px``.
+    atom_sigma_px : float
+        Gaussian width of a carbon column at its peak.
+    boundary_roughness_px : float
+        Amplitude of the random warp that roughens grain boundaries.
+    dose : float or None
+        Counts per pixel at intensity 1 (Poisson noise); ``None`` or 0 for none.
+    noise : float
+        Standard deviation of Gaussian read noise.
+    jitter_px : float
+        Standard deviation of the horizontal scan-line jitter in pixels.
+    line_offset : float
+        Standard deviation of a per-line additive offset.
+    background : float
+        Amplitude of a slow background (tilt and broad bumps).
+    patch_size, stride : int
+        Recommended patch size and stride, stored in ``attrs``.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``image`` (y, x), ``labels`` = grain id, ``boundaries``; coordinates in nm;
+        ``attrs["angles_deg"]`` gives each grain's rotation in [0, 60).
+
+    Examples
+    --------
+    >>> ds = honeycomb_grains(shape=(96, 96), seed=1)
+    >>> ds.image.dims, sorted(set(ds.labels.values.ravel().tolist()))
+    (('y', 'x'), [0, 1, 2])
+    >>> ds.attrs["period_px"], ds.x.attrs["units"]
+    (7.3, 'nm')
+    """
+    shape = _check_shape(shape)
+    _check_positive(period_px=period_px, atom_sigma_px=atom_sigma_px)
+    if int(n_grains) < 1:
+        raise SettingsError(f"n_grains must be at least 1, got {n_grains!r}")
+    n_grains = int(n_grains)
+    rng = np.random.default_rng(seed)
+    if angles is None:
+        angles = _separated_angles(rng, n_grains, min_angle_deg, 60.0)
+    else:
+        angles = np.mod(np.asarray(angles, dtype=float), 60.0)
+        if angles.shape != (n_grains,):
+            raise SettingsError(f"angles must give one angle per grain ({n_grains}), got {angles.size}")
+    labels = _rough_voronoi(rng, shape, n_grains, boundary_roughness_px)
+
+    yy, xx = _grid(shape)
+    k = 2 * np.pi / period_px
+    # Near a honeycomb site the wave sum is -1.5 + (3/8) k^2 r^2; this sharpness
+    # makes each column a Gaussian of width atom_sigma_px.
+    sharpness = 4.0 / (3.0 * atom_sigma_px**2 * k**2)
+    clean = np.zeros(shape)
+    for grain, angle in enumerate(angles):
+        origin = rng.uniform(0, period_px, size=2)
+        waves = sum(
+            np.cos(k * ((xx - origin[1]) * np.cos(t) + (yy - origin[0]) * np.sin(t)))
+            for t in np.deg2rad(angle) + np.array([0.0, 2.0, 4.0]) * np.pi / 3
+        )
+        inside = labels == grain
+        clean[inside] = np.exp(-sharpness * (waves[inside] + 1.5))
+    # A weak diffuse floor (amorphous contamination, thermal diffuse scattering).
+    clean = 0.05 + 0.95 * clean
+
+    image, (labels,) = _record(rng, clean, [labels], dose=dose, noise=noise, jitter_px=jitter_px,
+                               line_offset=line_offset, background=background)
+    return _dataset(
+        image, labels, {},
+        pixel_size=_GRAPHENE_D100_NM / period_px,
+        units="nm",
+        image_attrs={"long_name": "HAADF intensity", "units": "a.u."},
+        label_attrs={"long_name": "grain", "level": "grain"},
+        attrs={
+            "kind": "graphene_grains",
+            "description": "graphene-like honeycomb lattice, grains rotated by arbitrary angles",
+            "seed": _seed_attr(seed),
+            **_noise_attrs(dose, noise, jitter_px, line_offset, background),
+            "period_px": float(period_px),
+            "angles_deg": [float(a) for a in angles],
+            "n_labels": n_grains,
+            "patch_size": _patch_size(patch_size, shape),
+            "stride": int(stride),
+        },
+    )
+
+
+def stripe_domains(
+    shape=(256, 256),
+    *,
+    seed=0,
+    n_domains=3,
+    stripe_period_px=11.3,
+    stripe_angles_deg=(45.0, -45.0),
+    band_angle_deg=0.0,
+    variant_levels=(0.3, 0.7, 0.38, 0.62),
+    wall_width_px=0.8,
+    waviness_px=1.0,
+    texture=0.06,
+    boundary_roughness_px=3.0,
+    dose=None,
+    noise=0.05,
+    jitter_px=0.3,
+    line_offset=0.02,
+    background=0.1,
+    pixel_size=15.0,
+    patch_size=24,
+    stride=4,
+) -> xr.Dataset:
+    """BiFeO3-like ferroelastic stripe domains of four polarisation variants.
+
+    The image is cut into ``n_domains`` bands ("orientation domains", slightly rough
+    boundaries, herringbone-like). Inside a band thin stripes alternate between two
+    of the four variants, and the stripe direction alternates between the bands:
+    variants 0/1 form stripes at ``stripe_angles_deg[0]``, variants 2/3 at
+    ``stripe_angles_deg[1]``. Variants differ in intensity (``variant_levels``) and
+    in texture (streaks along a variant-specific direction), as in PFM or HAADF.
+    By default both orientation domains have the same mean intensity, so only the
+    stripe direction tells them apart.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Image size in pixels, at least 32 x 32.
+    seed : int
+        Random seed.
+    n_domains : int
+        Number of bands, at least 2 (orientations alternate band by band).
+    stripe_period_px : float
+        Period of a stripe pair (two variants) in pixels, measured across the stripes.
+    stripe_angles_deg : (float, float)
+        Direction of the stripe wave vector in each kind of orientation domain.
+    band_angle_deg : float
+        Direction of the band normal (0: horizontal bands stacked along y).
+    variant_levels : 4 floats
+        Mean intensity of each variant.
+    wall_width_px : float
+        Width of the smooth intensity step at a stripe wall.
+    waviness_px : float
+        How far stripe walls meander from straight lines.
+    texture : float
+        Strength of the variant-specific streaky texture.
+    boundary_roughness_px : float
+        Roughness of the boundaries between bands.
+    dose, noise, jitter_px, line_offset, background :
+        Noise settings as in :func:`honeycomb_grains` (no shot noise by default, as
+        in PFM).
+    pixel_size : float
+        Pixel size in nm.
+    patch_size, stride : int
+        Recommended patch size and stride (a 24 px patch spans two stripe periods).
+
+    Returns
+    -------
+    xarray.Dataset
+        ``image`` (y, x); ``labels`` = orientation domain (0: stripes at
+        ``stripe_angles_deg[0]``, 1: at ``stripe_angles_deg[1]``), the level a patch
+        spanning several stripes resolves; ``variant_labels`` = variant 0..3;
+        ``boundaries`` of ``labels``.
+
+    Examples
+    --------
+    >>> ds = stripe_domains(shape=(96, 96), seed=0)
+    >>> sorted(set(ds.labels.values.ravel().tolist()))
+    [0, 1]
+    >>> sorted(set(ds.variant_labels.values.ravel().tolist()))
+    [0, 1, 2, 3]
+    """
+    shape = _check_shape(shape)
+    _check_positive(stripe_period_px=stripe_period_px, wall_width_px=wall_width_px)
+    if int(n_domains) < 2:
+        raise SettingsError(f"n_domains must be at least 2, got {n_domains!r}")
+    if len(stripe_angles_deg) != 2 or len(variant_levels) != 4:
+        raise SettingsError("stripe_angles_deg needs 2 angles and variant_levels 4 intensities")
+    n_domains = int(n_domains)
+    rng = np.random.default_rng(seed)
+    yy, xx = _grid(shape)
+
+    # Bands: widths are at least 60 % of the mean so every band fits several patches.
+    b = np.deg2rad(band_angle_deg)
+    dy, dx = _warp(rng, shape, boundary_roughness_px, max(min(shape) / 10, 3.0))
+    across = (yy + dy) * np.cos(b) + (xx + dx) * np.sin(b)
+    low, high = across.min(), across.max() + 1e-9
+    widths = (high - low) * (0.6 / n_domains + 0.4 * rng.dirichlet(np.ones(n_domains)))
+    edges = low + np.cumsum(widths)[:-1]
+    band = np.searchsorted(edges, across, side="right")
+    first = int(rng.integers(2))
+    labels = (band + first) % 2
+
+    variants = np.zeros(shape, dtype=np.int64)
+    clean = np.zeros(shape)
+    for orientation, angle in enumerate(stripe_angles_deg):
+        t = np.deg2rad(angle)
+        meander = (2 * np.pi * waviness_px / stripe_period_px) * _smooth_noise(
+            rng, shape, 2 * stripe_period_px)
+        phase = (2 * np.pi * (xx * np.cos(t) + yy * np.sin(t)) / stripe_period_px
+                 + rng.uniform(0, 2 * np.pi) + meander)
+        wave = np.cos(phase)
+        low_v, high_v = 2 * orientation, 2 * orientation + 1
+        # tanh of the wave scaled to pixels: a step of width wall_width_px at each wall.
+        step = np.tanh(wave * stripe_period_px / (2 * np.pi * wall_width_px))
+        level = ((variant_levels[low_v] + variant_levels[high_v]) / 2
+                 + (variant_levels[low_v] - variant_levels[high_v]) / 2 * step)
+        inside = labels == orientation
+        variants[inside] = np.where(wave[inside] >= 0, low_v, high_v)
+        clean[inside] = level[inside]
+    for variant in range(4):
+        streaks = _oriented_texture(rng, shape, 45.0 * variant, 4.0, 0.8)
+        inside = variants == variant
+        clean[inside] += texture * streaks[inside]
+    clean = np.clip(clean, 0, None)
+
+    image, (labels, variants) = _record(
+        rng, clean, [labels, variants], dose=dose, noise=noise, jitter_px=jitter_px,
+        line_offset=line_offset, background=background)
+    return _dataset(
+        image, labels,
+        {"variant_labels": (variants, {"long_name": "polarisation variant", "level": "variant"})},
+        pixel_size=pixel_size,
+        units="nm",
+        image_attrs={"long_name": "PFM / HAADF-like signal", "units": "a.u."},
+        label_attrs={"long_name": "stripe orientation domain", "level": "orientation"},
+        attrs={
+            "kind": "bfo_stripes",
+            "description": "BiFeO3-like stripe domains: 4 variants, 2 stripe orientations",
+            "seed": _seed_attr(seed),
+            **_noise_attrs(dose, noise, jitter_px, line_offset, background),
+            "period_px": float(stripe_period_px),
+            "stripe_period_px": float(stripe_period_px),
+            "stripe_angles_deg": [float(a) for a in stripe_angles_deg],
+            "variant_levels": [float(v) for v in variant_levels],
+            "n_labels": 2,
+            "patch_size": _patch_size(patch_size, shape),
+            "stride": int(stride),
+        },
+    )
+
+
+def two_phase_lattice(
+    shape=(256, 256),
+    *,
+    seed=0,
+    n_pillars=3,
+    pillar_radius_px=None,
+    pillar_period_px=4.8,
+    matrix_period_px=8.9,
+    angle_deg=None,
+    misorientation_deg=2.0,
+    atom_sigma_px=1.0,
+    b_site_intensity=0.3,
+    phase_contrast=0.0,
+    boundary_roughness_px=2.0,
+    dose=200.0,
+    noise=0.02,
+    jitter_px=0.3,
+    line_offset=0.01,
+    background=0.1,
+    patch_size=24,
+    stride=4,
+) -> xr.Dataset:
+    """NiO-LSMO-like two-phase lattice: rock-salt pillars in a perovskite matrix.
+
+    The matrix is a perovskite-like square lattice (bright A-site columns at the
+    corners, dimmer B-site columns at the centres, period ``matrix_period_px``); the
+    pillars are irregular round blobs of a rock-salt-like square lattice of one
+    column type (period ``pillar_period_px``), rotated by ``misorientation_deg``.
+    Both lattices are scaled to the same mean intensity and contrast, so only the
+    lattice itself tells the phases apart: the hard case for a patch model.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Image size in pixels, at least 32 x 32.
+    seed : int
+        Random seed.
+    n_pillars : int
+        Number of pillars, at least 1.
+    pillar_radius_px : float, optional
+        Mean pillar radius. Default: 16 % of the smaller image side.
+    pillar_period_px, matrix_period_px : float
+        Column spacings of the two lattices. The matrix one sets the pixel size
+        (``0.387 nm / matrix_period_px``, the LSMO lattice constant); the default
+        pillar spacing is then that of NiO columns along [001] (a/2 = 0.209 nm).
+        The matrix's strongest Fourier peak is its (110) one, at
+        ``matrix_period_px / sqrt(2)``, because the B-site columns sit at the cell
+        centres; keep that away from ``pillar_period_px``.
+    angle_deg : float, optional
+        In-plane rotation of the matrix lattice (scan rotation). Default: random.
+    misorientation_deg : float
+        Rotation of the pillar lattice against the matrix.
+    atom_sigma_px : float
+        Gaussian width of an atomic column.
+    b_site_intensity : float
+        Intensity of the matrix B-site column relative to the A-site one (HAADF
+        scales roughly as Z^1.7: Mn against La/Sr gives about 0.3).
+    phase_contrast : float
+        Relative mean-intensity difference of the pillars (0: same mean).
+    boundary_roughness_px : float
+        Roughness of the pillar outlines.
+    dose, noise, jitter_px, line_offset, background :
+        Noise settings as in :func:`honeycomb_grains`.
+    patch_size, stride : int
+        Recommended patch size and stride.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``image`` (y, x), ``labels`` (0 = matrix, 1 = pillar), ``boundaries``;
+        coordinates in nm.
+
+    Examples
+    --------
+    >>> ds = two_phase_lattice(shape=(96, 96), seed=0)
+    >>> sorted(set(ds.labels.values.ravel().tolist()))
+    [0, 1]
+    >>> ds.attrs["pillar_period_px"], ds.attrs["matrix_period_px"]
+    (4.8, 8.9)
+    """
+    shape = _check_shape(shape)
+    _check_positive(pillar_period_px=pillar_period_px, matrix_period_px=matrix_period_px,
+                    atom_sigma_px=atom_sigma_px)
+    if int(n_pillars) < 1:
+        raise SettingsError(f"n_pillars must be at least 1, got {n_pillars!r}")
+    n_pillars = int(n_pillars)
+    rng = np.random.default_rng(seed)
+    radius = 0.16 * min(shape) if pillar_radius_px is None else float(pillar_radius_px)
+    _check_positive(pillar_radius_px=radius)
+    if angle_deg is None:
+        angle_deg = float(rng.uniform(0, 90))
+
+    labels = _pillars(rng, shape, n_pillars, radius, boundary_roughness_px)
+
+    yy, xx = _grid(shape)
+    matrix = _square_lattice(
+        yy, xx, matrix_period_px, angle_deg, rng.uniform(0, matrix_period_px, 2), atom_sigma_px,
+        basis=[(0.0, 0.0, 1.0), (0.5, 0.5, b_site_intensity)])
+    pillar = _square_lattice(
+        yy, xx, pillar_period_px, angle_deg + misorientation_deg,
+        rng.uniform(0, pillar_period_px, 2), atom_sigma_px, basis=[(0.0, 0.0, 1.0)])
+    # Same mean and standard deviation in both phases; the shared offset is the
+    # smallest that keeps both non-negative (a diffuse background, as in HAADF).
+    matrix, pillar = _unit(matrix), _unit(pillar)
+    contrast = 0.25
+    floor = contrast * max(-matrix.min(), -pillar.min()) + 0.02
+    clean = np.where(labels == 1, (floor + contrast * pillar) * (1 + phase_contrast),
+                     floor + contrast * matrix)
+
+    image, (labels,) = _record(rng, clean, [labels], dose=dose, noise=noise, jitter_px=jitter_px,
+                               line_offset=line_offset, background=background)
+    return _dataset(
+        image, labels, {},
+        pixel_size=_LSMO_A_NM / matrix_period_px,
+        units="nm",
+        image_attrs={"long_name": "HAADF intensity", "units": "a.u."},
+        label_attrs={"long_name": "phase (0 matrix, 1 pillar)", "level": "phase"},
+        attrs={
+            "kind": "nio_lsmo",
+            "description": "NiO-LSMO-like rock-salt pillars in a perovskite matrix, equal mean intensity",
+            "seed": _seed_attr(seed),
+            **_noise_attrs(dose, noise, jitter_px, line_offset, background),
+            "period_px": [float(matrix_period_px), float(pillar_period_px)],
+            "matrix_period_px": float(matrix_period_px),
+            "pillar_period_px": float(pillar_period_px),
+            "angle_deg": float(angle_deg),
+            "misorientation_deg": float(misorientation_deg),
+            "phase_contrast": float(phase_contrast),
+            "n_labels": 2,
+            "patch_size": _patch_size(patch_size, shape),
+            "stride": int(stride),
+        },
+    )
+
+
+def _square_lattice(yy, xx, period, angle_deg, origin, sigma, basis):
+    """Gaussian atomic columns on a square lattice with a basis of (u, v, intensity).
+
+    Fractional lattice coordinates minus their rounded value give each pixel's offset
+    from the nearest column of each basis site, so there is no loop over atoms.
+    """
+    t = np.deg2rad(angle_deg)
+    y0, x0 = yy - origin[0], xx - origin[1]
+    u = (x0 * np.cos(t) + y0 * np.sin(t)) / period
+    v = (-x0 * np.sin(t) + y0 * np.cos(t)) / period
+    out = np.zeros(yy.shape)
+    for bu, bv, intensity in basis:
+        du = u - bu
+        dv = v - bv
+        du -= np.round(du)
+        dv -= np.round(dv)
+        out += intensity * np.exp(-(du**2 + dv**2) * period**2 / (2 * sigma**2))
+    return out
+
+
+def _pillars(rng, shape, n, radius, roughness_px, tries=500):
+    """Binary map of ``n`` non-overlapping, irregular round pillars.
+
+    Each outline is a circle modulated by a few low harmonics; centres keep at least
+    ``2.3 * radius`` apart and inside the image, so every pillar is mostly visible.
+    """
+    ny, nx = shape
+    centres = []
+    margin = 0.7 * radius
+    for _ in range(tries):
+        if len(centres) == n:
+            break
+        c = rng.uniform((margin, margin), (ny - margin, nx - margin))
+        if all(np.hypot(*(c - other)) >= 2.3 * radius for other in centres):
+            centres.append(c)
+    if len(centres) < n:
+        raise SettingsError(
+            f"{n} pillars of radius {radius:.1f} px do not fit in a {ny} x {nx} image; "
+            "use fewer or smaller pillars"
+        )
+    yy, xx = _grid(shape)
+    dy, dx = _warp(rng, shape, roughness_px, max(radius / 3, 2.0))
+    yy, xx = yy + dy, xx + dx
+    inside = np.zeros(shape, dtype=bool)
+    for cy, cx in centres:
+        theta = np.arctan2(yy - cy, xx - cx)
+        wobble = sum(rng.uniform(0, 0.12) * np.cos(m * theta + rng.uniform(0, 2 * np.pi))
+                     for m in (2, 3, 4))
+        inside |= np.hypot(yy - cy, xx - cx) <= radius * (1 + wobble)
+    return inside.astype(np.int64)
+
+
+def pfm_labyrinth(
+    shape=(256, 256),
+    *,
+    seed=0,
+    domain_width_px=19.3,
+    wall_width_px=1.5,
+    wall_depth=0.6,
+    phase_deg=90.0,
+    amplitude_noise=0.05,
+    phase_noise_deg=10.0,
+    jitter_px=0.3,
+    line_offset=0.02,
+    background=0.1,
+    pixel_size=0.02,
+    patch_size=16,
+    stride=4,
+) -> xr.Dataset:
+    """PFM-like 180 degree labyrinth domains with amplitude and phase channels.
+
+    The labyrinth is a band-pass filtered random field (a ring in Fourier space at
+    one over twice the domain width) thresholded at its median, so up and down
+    domains cover equal areas. The amplitude is constant with a dip of width
+    ``wall_width_px`` at the walls; the phase is ``+phase_deg`` (up, label 1) or
+    ``-phase_deg`` (down, label 0), changing smoothly across the wall, plus noise.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Image size in pixels, at least 32 x 32.
+    seed : int
+        Random seed.
+    domain_width_px : float
+        Typical width of a domain (half the labyrinth period).
+    wall_width_px : float
+        Width (Gaussian sigma) of the amplitude dip at walls, set by the tip radius.
+    wall_depth : float
+        Relative depth of the amplitude dip (0: no dip, 1: zero amplitude on the wall).
+    phase_deg : float
+        Phase of up domains; down domains have the opposite sign.
+    amplitude_noise : float
+        Gaussian noise on the amplitude, relative to its level.
+    phase_noise_deg : float
+        Gaussian noise on the phase in degrees.
+    jitter_px, line_offset, background : float
+        Scan-line jitter (px), per-line amplitude offset and slow amplitude background.
+    pixel_size : float
+        Pixel size in micrometres.
+    patch_size, stride : int
+        Recommended patch size and stride.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``image`` (y, x, channel) with channels ``("amplitude", "phase")``,
+        ``image.attrs["phase_channels"] == ["phase"]`` and
+        ``image.attrs["channel_units"] == ["a.u.", "deg"]``; ``labels`` (0 down,
+        1 up), ``boundaries``; coordinates in µm.
+
+    Examples
+    --------
+    >>> ds = pfm_labyrinth(shape=(96, 96), seed=0)
+    >>> list(ds.channel.values), ds.image.attrs["phase_channels"]
+    (['amplitude', 'phase'], ['phase'])
+    """
+    shape = _check_shape(shape)
+    _check_positive(domain_width_px=domain_width_px, wall_width_px=wall_width_px)
+    rng = np.random.default_rng(seed)
+    k0 = 1.0 / (2.0 * domain_width_px)
+
+    def ring(ky, kx):
+        return np.exp(-((np.hypot(ky, kx) - k0) ** 2) / (2 * (0.3 * k0) ** 2))
+
+    field = _fourier_noise(rng, shape, ring, pad=int(2 * domain_width_px))
+    up = field > np.median(field)
+    # Signed distance to the wall in pixels (the wall lies half-way between pixels).
+    distance = np.where(up, ndimage.distance_transform_edt(up),
+                        -ndimage.distance_transform_edt(~up))
+    distance = distance - 0.5 * np.sign(distance)
+    amplitude = 1.0 - wall_depth * np.exp(-(distance**2) / (2 * wall_width_px**2))
+    phase = phase_deg * np.tanh(distance / (0.5 * wall_width_px))
+
+    shifts = _row_shifts(rng, shape[0], jitter_px)
+    amplitude = _shift_rows(amplitude + _background(rng, shape, background), shifts, order=3)
+    phase = _shift_rows(phase, shifts, order=1)
+    labels = _shift_rows(up.astype(np.int64), shifts, order=0)
+    amplitude = (amplitude * (1 + amplitude_noise * rng.standard_normal(shape))
+                 + line_offset * rng.standard_normal(shape[0])[:, None])
+    phase = phase + phase_noise_deg * rng.standard_normal(shape)
+    phase = np.mod(phase + 180.0, 360.0) - 180.0  # the lock-in reports (-180, 180]
+
+    return _dataset(
+        np.stack([amplitude, phase], axis=-1), labels, {},
+        pixel_size=pixel_size,
+        units="µm",
+        channels=("amplitude", "phase"),
+        image_attrs={"long_name": "PFM response", "phase_channels": ["phase"],
+                     "channel_units": ["a.u.", "deg"]},
+        label_attrs={"long_name": "polarisation (0 down, 1 up)", "level": "polarisation"},
+        attrs={
+            "kind": "pfm_labyrinth",
+            "description": "PFM-like 180 degree labyrinth domains, amplitude and phase",
+            "seed": _seed_attr(seed),
+            "amplitude_noise": float(amplitude_noise),
+            "phase_noise_deg": float(phase_noise_deg),
+            "jitter_px": float(jitter_px),
+            "line_offset": float(line_offset),
+            "background": float(background),
+            "domain_width_px": float(domain_width_px),
+            "wall_width_px": float(wall_width_px),
+            "wall_width": float(wall_width_px * pixel_size),
+            "phase_deg": float(phase_deg),
+            "n_labels": 2,
+            "patch_size": _patch_size(patch_size, shape),
+            "stride": int(stride),
+        },
+    )
+
+
+def _seed_attr(seed):
+    # NetCDF attributes cannot be None; -1 records "no seed given".
+    return -1 if seed is None else int(seed)
+
+
+# --------------------------------------------------------------------------- dispatch
+
+_BUILDERS = {
+    "graphene_grains": honeycomb_grains,
+    "bfo_stripes": stripe_domains,
+    "nio_lsmo": two_phase_lattice,
+    "pfm_labyrinth": pfm_labyrinth,
+}
+
+
+def make(kind, **kwargs) -> xr.Dataset:
+    """Build a phantom by name.
+
+    Parameters
+    ----------
+    kind : str
+        One of :data:`KINDS` (``"graphene_grains"``, ``"bfo_stripes"``, ``"nio_lsmo"``,
+        ``"pfm_labyrinth"``); the function names (``"honeycomb_grains"``, ...) work too.
+    **kwargs
+        Passed to the phantom's function (``shape``, ``seed``, ...).
+
+    Returns
+    -------
+    xarray.Dataset
+
+    Examples
+    --------
+    >>> ds = make("nio_lsmo", shape=(64, 64), seed=3)
+    >>> ds.attrs["kind"], ds.image.shape
+    ('nio_lsmo', (64, 64))
+    """
+    builder = _BUILDERS.get(kind) or {f.__name__: f for f in _BUILDERS.values()}.get(kind)
+    if builder is None:
+        raise SettingsError(f"unknown phantom kind {kind!r}; choose one of {', '.join(KINDS)}")
+    return builder(**kwargs)

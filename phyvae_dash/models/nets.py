@@ -1,0 +1,141 @@
+"""Encoder and decoder building blocks shared by the VAE families.
+
+Kept deliberately small: the models train on thousands of patches on a laptop CPU in
+seconds, so a wide network buys nothing but time. Every encoder returns the mean and
+the standard deviation of a diagonal Gaussian posterior.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def _conv_out(size: int) -> int:
+    """Side after a 3x3 convolution with stride 2 and padding 1."""
+    return (size - 1) // 2 + 1
+
+
+class ConvEncoder(nn.Module):
+    """Two strided convolutions and a linear layer: ``(B, C, p, p) -> (mu, std)``.
+
+    Examples
+    --------
+    >>> enc = ConvEncoder(in_channels=1, patch_size=16, out_dim=4)
+    >>> mu, std = enc(torch.zeros(3, 1, 16, 16))
+    >>> tuple(mu.shape), bool((std > 0).all())
+    ((3, 4), True)
+    """
+
+    def __init__(self, in_channels: int, patch_size: int, out_dim: int, hidden: int = 128,
+                 channels: int = 16):
+        super().__init__()
+        side = _conv_out(_conv_out(patch_size))
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, channels, 3, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(channels, 2 * channels, 3, stride=2, padding=1), nn.GELU(),
+            nn.Flatten(),
+            nn.Linear(2 * channels * side * side, hidden), nn.GELU(),
+        )
+        self.head = nn.Linear(hidden, 2 * out_dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, raw = self.head(self.features(x)).chunk(2, dim=-1)
+        return mu, F.softplus(raw) + 1e-4
+
+
+class MLPEncoder(nn.Module):
+    """Fully connected encoder for vector features ``(B, F) -> (mu, std)``.
+
+    Examples
+    --------
+    >>> mu, std = MLPEncoder(in_dim=10, out_dim=2)(torch.zeros(5, 10))
+    >>> tuple(std.shape)
+    (5, 2)
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, hidden: int = 128, layers: int = 2):
+        super().__init__()
+        self.features = mlp(in_dim, hidden, hidden, layers - 1, last_activation=True)
+        self.head = nn.Linear(hidden, 2 * out_dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, raw = self.head(self.features(x.flatten(1))).chunk(2, dim=-1)
+        return mu, F.softplus(raw) + 1e-4
+
+
+def mlp(in_dim: int, hidden: int, out_dim: int, hidden_layers: int,
+        last_activation: bool = False) -> nn.Sequential:
+    """``in -> hidden (x hidden_layers) -> out`` with GELU between layers."""
+    dims = [in_dim] + [hidden] * hidden_layers + [out_dim]
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(dims) - 2 or last_activation:
+            layers.append(nn.GELU())
+    return nn.Sequential(*layers)
+
+
+class MLPDecoder(nn.Module):
+    """``z (B, L) -> x_hat (B, *out_shape)``; the output is a mean or a logit.
+
+    Examples
+    --------
+    >>> MLPDecoder(2, (1, 8, 8))(torch.zeros(4, 2)).shape
+    torch.Size([4, 1, 8, 8])
+    """
+
+    def __init__(self, latent_dim: int, out_shape: tuple[int, ...], hidden: int = 128,
+                 layers: int = 2):
+        super().__init__()
+        self.out_shape = tuple(out_shape)
+        self.net = mlp(latent_dim, hidden, math.prod(self.out_shape), layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z).view(-1, *self.out_shape)
+
+
+def coordinate_grid(shape: tuple[int, ...]) -> torch.Tensor:
+    """Pixel-centre coordinates spanning [-1, 1] per axis: ``(prod(shape), len(shape))``.
+
+    For a 2-D patch the columns are ``(y, x)``; for a vector, one column.
+
+    Examples
+    --------
+    >>> coordinate_grid((3, 3))[0].tolist()
+    [-1.0, -1.0]
+    """
+    axes = [torch.linspace(-1.0, 1.0, n) for n in shape]
+    mesh = torch.meshgrid(*axes, indexing="ij")
+    return torch.stack([m.reshape(-1) for m in mesh], dim=-1)
+
+
+class CoordDecoder(nn.Module):
+    """Decoder evaluated on a (transformed) coordinate grid, as pyroVED's ``sDecoderNet``.
+
+    Each output pixel is ``f(r, z)``: coordinates and latent go through their own
+    linear layer, are summed, then an MLP maps the sum to the value at ``r``. Because
+    ``r`` is an input, shifting or rotating the grid renders the same content shifted
+    or rotated, which is what lets translation/rotation latents absorb the pose.
+
+    Examples
+    --------
+    >>> dec = CoordDecoder(latent_dim=2, coord_dim=2, out_channels=1)
+    >>> grid = coordinate_grid((8, 8)).expand(4, -1, -1)
+    >>> dec(grid, torch.zeros(4, 2)).shape
+    torch.Size([4, 64, 1])
+    """
+
+    def __init__(self, latent_dim: int, coord_dim: int, out_channels: int, hidden: int = 64,
+                 layers: int = 2):
+        super().__init__()
+        self.fc_coord = nn.Linear(coord_dim, hidden)
+        self.fc_z = nn.Linear(latent_dim, hidden, bias=False)
+        self.net = mlp(hidden, hidden, out_channels, layers - 1)
+
+    def forward(self, coords: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """``coords (B, N, D)``, ``z (B, L)`` -> ``(B, N, out_channels)``."""
+        h = torch.tanh(self.fc_coord(coords) + self.fc_z(z).unsqueeze(1))
+        return self.net(h)

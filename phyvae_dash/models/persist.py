@@ -1,0 +1,351 @@
+"""Trained models after `fit`: an in-process registry, the ``pvd`` accessor, save/open.
+
+A fit result is a plain ``xarray.Dataset``; its ``attrs["model_id"]`` (a uuid) names
+the trained model in a small in-process LRU registry, so copies and subsets of the
+result still reach it. On disk a result is two files: ``<stem>.nc`` (NetCDF, h5netcdf
+engine) and ``<stem>.safetensors`` (the weights, with the model's JSON config in the
+safetensors metadata; nothing is pickled). `open_result` reads both and registers the
+model again.
+
+Examples
+--------
+>>> import numpy as np, xarray as xr, phyvae_dash as pvd
+>>> img = xr.DataArray(np.random.default_rng(0).random((32, 32)), dims=("y", "x"))
+>>> result = pvd.fit(img, patch_size=8, stride=4, epochs=2, device="cpu")
+>>> result.pvd.decode(result.z_mean.isel(y=0, x=0)).dims
+('wy', 'wx')
+"""
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+
+from ..errors import DataError, PhyvaeDashError
+
+MAX_MODELS = 32
+_REGISTRY: "OrderedDict[str, Entry]" = OrderedDict()
+
+
+@dataclass
+class Entry:
+    """A registered model and, while in memory, the inputs it was trained on."""
+
+    model: torch.nn.Module
+    inputs: torch.Tensor | None = None     # (n, *feature_shape), on the model's device
+    grid_shape: tuple[int, int] | None = None
+
+
+def register(model_id: str, model, inputs=None, grid_shape=None, config=None) -> str:
+    """Keep ``model`` under ``model_id``; the least recently used beyond 32 are dropped."""
+    _REGISTRY[model_id] = Entry(model, inputs, tuple(grid_shape) if grid_shape else None)
+    _REGISTRY.move_to_end(model_id)
+    while len(_REGISTRY) > MAX_MODELS:
+        _REGISTRY.popitem(last=False)
+    return model_id
+
+
+def get_entry(model_id: str, source: str | None = None) -> Entry:
+    """The registry entry for ``model_id``; reloads weights saved beside ``source``."""
+    if model_id in _REGISTRY:
+        _REGISTRY.move_to_end(model_id)
+        return _REGISTRY[model_id]
+    if source:
+        weights = Path(source).with_suffix(".safetensors")
+        if weights.exists():
+            register(model_id, load_weights(weights))
+            return _REGISTRY[model_id]
+    raise PhyvaeDashError(
+        f"model {model_id!r} is not in memory (only the last {MAX_MODELS} fits are kept); "
+        "open the saved result with phyvae_dash.open_result(path) or fit again")
+
+
+# -- result datasets -------------------------------------------------------------------
+def latent_dataset(model, mu: torch.Tensor, std: torch.Tensor, y, x) -> xr.Dataset:
+    """Dataset of latent maps from per-position posteriors ``(n_y * n_x, n_latents)``."""
+    L = model.latent_dim
+    n_y, n_x = len(y), len(x)
+    mu = mu.detach().float().cpu().reshape(n_y, n_x, -1)
+    std = std.detach().float().cpu().reshape(n_y, n_x, -1)
+    ds = xr.Dataset(
+        {
+            "z_mean": (("latent", "y", "x"), np.moveaxis(mu[..., :L].numpy(), -1, 0),
+                       {"long_name": "latent mean", "units": "prior std"}),
+            "z_std": (("latent", "y", "x"), np.moveaxis(std[..., :L].numpy(), -1, 0),
+                      {"long_name": "latent std", "units": "prior std"}),
+        },
+        coords={"latent": np.arange(L), "y": y, "x": x},
+    )
+    pose = model.pose_units(mu[..., L:]) if model.n_pose else {}
+    if "shift" in pose:
+        shift = pose["shift"].numpy()
+        ds["shift"] = (("shift_dim", "y", "x"), np.moveaxis(shift, -1, 0),
+                       {"long_name": "translation latent", "units": "px"})
+        ds = ds.assign_coords(shift_dim=["dy", "dx"] if shift.shape[-1] == 2 else ["d"])
+    if "angle" in pose:
+        ds["angle"] = (("y", "x"), pose["angle"].numpy(),
+                       {"long_name": "rotation latent", "units": "rad"})
+    return ds
+
+
+def _patches(values: np.ndarray, input_shape, lead_dims: tuple[str, ...], coords: dict) -> xr.DataArray:
+    """Decoded inputs as a DataArray: ``(*lead, wy, wx[, channel])`` or ``(*lead, feature)``."""
+    if len(input_shape) == 3:
+        c, p, _ = input_shape
+        offsets = np.arange(p) - (p - 1) / 2
+        coords = {**coords, "wy": offsets, "wx": offsets}
+        if c == 1:
+            return xr.DataArray(values[..., 0, :, :], dims=(*lead_dims, "wy", "wx"), coords=coords)
+        return xr.DataArray(np.moveaxis(values, -3, -1), dims=(*lead_dims, "wy", "wx", "channel"),
+                            coords=coords)
+    return xr.DataArray(values, dims=(*lead_dims, "feature"),
+                        coords={**coords, "feature": np.arange(input_shape[0])})
+
+
+@torch.no_grad()
+def _decode(model, z: np.ndarray) -> np.ndarray:
+    dev = next(model.parameters()).device
+    out = model.decode(torch.as_tensor(np.asarray(z, dtype=np.float32), device=dev))
+    return out.float().cpu().numpy()
+
+
+@xr.register_dataset_accessor("pvd")
+class PvdAccessor:
+    """``result.pvd``: the trained model behind a fit result.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr, phyvae_dash as pvd
+    >>> img = xr.DataArray(np.random.default_rng(0).random((32, 32)), dims=("y", "x"))
+    >>> result = pvd.fit(img, patch_size=8, stride=4, epochs=2, device="cpu")
+    >>> result.pvd.manifold(n=3).dims
+    ('u', 'v', 'wy', 'wx')
+    """
+
+    def __init__(self, ds: xr.Dataset):
+        self._ds = ds
+
+    @property
+    def _entry(self) -> Entry:
+        if "model_id" not in self._ds.attrs:
+            raise PhyvaeDashError("this Dataset is not a fit result (no attrs['model_id'])")
+        return get_entry(self._ds.attrs["model_id"], self._ds.encoding.get("source"))
+
+    @property
+    def model(self):
+        """The trained `BaseVAE`."""
+        return self._entry.model
+
+    def encode(self, image: xr.DataArray) -> xr.Dataset:
+        """Latent maps of another image with this result's model and settings.
+
+        Returns a Dataset like `fit`'s without the loss history; ``attrs`` are the
+        result's settings plus ``encoded_with`` (this model's id).
+        """
+        from .features import prepare_inputs
+        from .train import _as_image, encode_all
+
+        image = _as_image(image)
+        a = self._ds.attrs
+        inputs = prepare_inputs(image, int(a["patch_size"]), int(a["stride"]), transform=a["transform"])
+        model = self.model
+        shape = tuple(inputs.data.shape[2:])
+        if shape != tuple(model.input_shape):
+            raise DataError(f"this image gives inputs of shape {shape}, the model takes "
+                            f"{tuple(model.input_shape)} (different channels or settings)")
+        dev = next(model.parameters()).device
+        data = torch.from_numpy(np.ascontiguousarray(inputs.data.reshape(-1, *shape), dtype=np.float32)).to(dev)
+        mu, std = encode_all(model, data)
+        ds = latent_dataset(model, mu, std, inputs.y, inputs.x)
+        ds.attrs = {k: v for k, v in a.items() if k not in ("elapsed_s", "patches_per_s")}
+        ds.attrs["encoded_with"] = a["model_id"]
+        ds.attrs["image_source"] = str(image.attrs.get("source", ""))
+        return ds
+
+    def decode(self, z) -> xr.DataArray:
+        """Decode content latents ``(..., latent)`` (array or DataArray with a ``latent``
+        dim) into inputs: dims ``(sample, wy, wx[, channel])`` (``sample`` dropped for a
+        single vector) or ``(sample, feature)``."""
+        if isinstance(z, xr.DataArray):
+            z = z.transpose(..., "latent").values
+        z = np.asarray(z, dtype=np.float32)
+        single = z.ndim == 1
+        out = _decode(self.model, z.reshape(-1, z.shape[-1]))
+        da = _patches(out, self.model.input_shape, ("sample",), {})
+        return da.isel(sample=0) if single else da
+
+    def reconstruct(self, image: xr.DataArray | None = None) -> xr.DataArray:
+        """Decoded inputs at every scan position (with their shifts/angles):
+        ``(y, x, wy, wx[, channel])`` or ``(y, x, feature)``. ``image`` defaults to the
+        image the model was trained on (available in the session that fitted it)."""
+        from .train import encode_all
+
+        entry = self._entry
+        if image is not None:
+            from .features import prepare_inputs
+            a = self._ds.attrs
+            inputs = prepare_inputs(image, int(a["patch_size"]), int(a["stride"]), transform=a["transform"])
+            dev = next(entry.model.parameters()).device
+            data = torch.from_numpy(inputs.data.reshape(-1, *inputs.data.shape[2:]).astype(np.float32)).to(dev)
+            y, x = inputs.y, inputs.x
+        elif entry.inputs is not None:
+            data, y, x = entry.inputs, self._ds["y"], self._ds["x"]
+        else:
+            raise PhyvaeDashError("the training inputs are not in memory (result opened from "
+                                  "disk); pass the image: result.pvd.reconstruct(image)")
+        mu, _ = encode_all(entry.model, data)
+        out = _decode(entry.model, mu.cpu().numpy()).reshape(len(y), len(x), *entry.model.input_shape)
+        return _patches(out, entry.model.input_shape, ("y", "x"), {"y": y, "x": x})
+
+    def manifold(self, n: int = 8, latents: tuple[int, int] = (0, 1),
+                 span: tuple[float, float, float, float] | None = None) -> xr.DataArray:
+        """Decoded inputs over an ``n x n`` grid of a latent plane.
+
+        Parameters
+        ----------
+        n : int
+            Grid points per axis.
+        latents : (int, int)
+            The latents on the ``u`` (rows) and ``v`` (columns) axes; the others are
+            held at their median over the map.
+        span : (u_min, u_max, v_min, v_max), optional
+            Default: the 2nd to 98th percentiles of those latents over the map.
+
+        Returns
+        -------
+        xarray.DataArray
+            ``(u, v, wy, wx[, channel])`` or ``(u, v, feature)``, ``u``/``v`` the latent
+            values.
+        """
+        zm = self._ds["z_mean"].values.reshape(self._ds.sizes["latent"], -1)
+        L = zm.shape[0]
+        iu, iv = latents if L > 1 else (0, 0)
+        if span is None:
+            lo = np.percentile(zm, 2, axis=1)
+            hi = np.percentile(zm, 98, axis=1)
+            span = (lo[iu], hi[iu], lo[iv], hi[iv])
+        u = np.linspace(span[0], span[1], n)
+        v = np.linspace(span[2], span[3], n)
+        z = np.tile(np.median(zm, axis=1), (n, n, 1))
+        z[..., iu] = u[:, None]
+        z[..., iv] = v[None, :] if L > 1 else z[..., iv]
+        out = _decode(self.model, z.reshape(n * n, L)).reshape(n, n, *self.model.input_shape)
+        da = _patches(out, self.model.input_shape, ("u", "v"), {"u": u, "v": v})
+        da.attrs = {"latents": [int(iu), int(iv)]}
+        return da
+
+    def save(self, path) -> Path:
+        """Same as ``save(result, path)``."""
+        return save(self._ds, path)
+
+
+# -- files -----------------------------------------------------------------------------
+def _netcdf_attrs(attrs: dict) -> dict:
+    """NetCDF-safe attrs: bools as ints, None as "", sequences as lists of one type."""
+    out: dict[str, Any] = {}
+    for k, v in attrs.items():
+        if isinstance(v, (bool, np.bool_)):
+            v = int(v)
+        elif v is None:
+            v = ""
+        elif isinstance(v, (list, tuple)):
+            v = [int(e) if isinstance(e, bool) else e for e in v]
+            if not v:
+                v = ""
+            elif not all(isinstance(e, (int, float, np.number)) for e in v):
+                v = [str(e) for e in v]
+        elif isinstance(v, dict):
+            v = json.dumps(v)
+        out[k] = v
+    return out
+
+
+def save_weights(model, path) -> Path:
+    """Write ``model``'s weights as safetensors with its JSON config in the metadata."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, str(path), metadata={"format": "phyvae-dash", "config": json.dumps(model.config)})
+    return Path(path)
+
+
+def load_weights(path):
+    """Rebuild a model from a safetensors file written by `save_weights` (CPU)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from .vae import build_model
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if "config" not in meta:
+        raise DataError(f"{path} has no model config in its metadata; not a phyvae-dash weights file")
+    model = build_model(json.loads(meta["config"]))
+    model.load_state_dict(load_file(str(path)))
+    return model.eval()
+
+
+def save(result: xr.Dataset, path) -> Path:
+    """Write a fit result to ``<stem>.nc`` and its model to ``<stem>.safetensors``.
+
+    Parameters
+    ----------
+    result : xarray.Dataset
+        A `fit` result (or `PvdAccessor.encode`'s).
+    path : str or Path
+        The NetCDF path; ``.nc`` is added when it has another suffix.
+
+    Returns
+    -------
+    Path
+        The NetCDF path.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np, xarray as xr, phyvae_dash as pvd
+    >>> img = xr.DataArray(np.random.default_rng(0).random((32, 32)), dims=("y", "x"))
+    >>> result = pvd.fit(img, patch_size=8, stride=4, epochs=1, device="cpu")
+    >>> path = save(result, tempfile.mkdtemp() + "/fit.nc")
+    >>> bool(np.allclose(open_result(path).z_mean, result.z_mean))
+    True
+    """
+    path = Path(path)
+    if path.suffix != ".nc":
+        path = path.with_suffix(".nc")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model_id = result.attrs.get("encoded_with", result.attrs.get("model_id"))
+    model = get_entry(model_id, result.encoding.get("source")).model if model_id else None
+    ds = result.copy()
+    ds.attrs = _netcdf_attrs(ds.attrs)
+    for var in ds.variables.values():
+        var.attrs = _netcdf_attrs(var.attrs)
+    ds.to_netcdf(path, engine="h5netcdf")
+    if model is not None:
+        save_weights(model, path.with_suffix(".safetensors"))
+    return path
+
+
+def open_result(path) -> xr.Dataset:
+    """Read a result written by `save` and register its model (if its weights exist).
+
+    Examples
+    --------
+    See `save`.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path} does not exist")
+    with xr.open_dataset(path, engine="h5netcdf") as f:
+        ds = f.load()
+    ds.encoding["source"] = str(path)
+    weights = path.with_suffix(".safetensors")
+    model_id = ds.attrs.get("encoded_with", ds.attrs.get("model_id"))
+    if weights.exists() and model_id:
+        register(model_id, load_weights(weights))
+    return ds

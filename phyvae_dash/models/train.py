@@ -1,0 +1,467 @@
+"""`fit`: train a VAE on an image's patches with the boundary loss; return latent maps.
+
+How a minibatch is built (the one idea that makes the boundary loss work): the inputs
+of all scan positions live as one tensor on the device, indexed by the scan grid. A
+minibatch is a few *contiguous* ``T x T`` tiles of that grid at random offsets, gathered
+by advanced indexing, so the latent means of a tile form a real map whose total
+variation is the length of the domain walls in it. A shuffled batch has no geometry.
+"""
+from __future__ import annotations
+
+import math
+import platform
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import xarray as xr
+
+from .. import __version__
+from ..errors import FitCancelled, FitDiverged, SettingsError
+from . import persist
+from .losses import DEFAULT_EPS, reference_boundary_term
+from .losses import boundary_loss as tv_loss
+from .vae import MODEL_CLASSES, build_model
+
+#: Default weight of the TV boundary loss: nats of negative ELBO per patch that one grid
+#: step of domain wall (with a jump of one prior standard deviation) costs, averaged
+#: per grid point (see `losses`). Chosen on the package's phantoms; the benchmark
+#: (``benchmarks/``) reports the sweep.
+DEFAULT_BOUNDARY_WEIGHT = 20.0
+#: Weight ``w`` of the authors' multiplicative form ``(w + term) * ELBO``.
+DEFAULT_REFERENCE_WEIGHT = 0.5
+MODELS = ("vae", "shift", "rotation")
+BOUNDARY_LOSSES = ("tv", "anisotropic", "reference", "none")
+#: Patch visits the automatic epoch rule aims at, per model family (the invariant
+#: models render every pixel through an MLP and cost several times more per patch).
+VISITS = {"vae": 120_000, "shift": 40_000, "rotation": 40_000}
+MIN_EPOCHS, MAX_EPOCHS = 8, 200
+LOSS_NAMES = ("loss_total", "loss_reconstruction", "loss_kl", "loss_boundary")
+
+
+@dataclass
+class Progress:
+    """What the per-epoch callback receives.
+
+    ``z_mean`` is the full content-latent map ``(latent, n_y, n_x)`` (NumPy) on the
+    epochs where it was computed (every ``map_every`` epochs and the last one) and
+    ``None`` on the others; computing it costs one encoder pass over all patches.
+    """
+
+    epoch: int
+    epochs: int
+    losses: dict[str, float]
+    z_mean: np.ndarray | None
+    elapsed_s: float
+    eta_s: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def pick_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` picks CUDA, then Apple MPS, then the CPU; anything else is passed on.
+
+    Examples
+    --------
+    >>> pick_device("cpu")
+    device(type='cpu')
+    """
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise SettingsError(f"device {device!r} is not a torch device ({exc})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SettingsError("device 'cuda' was asked for but CUDA is not available")
+    return dev
+
+
+def auto_epochs(n_patches: int, model: str = "vae") -> int:
+    """Epochs so that training sees about ``VISITS[model]`` patches, within [8, 200].
+
+    Deterministic (not timed), so that a seed reproduces a result on any machine.
+    On the default demo (256 x 256 image, patch 16, stride 4: 3721 patches) the plain
+    VAE gets 33 epochs.
+
+    Examples
+    --------
+    >>> auto_epochs(3721), auto_epochs(100)
+    (33, 200)
+    """
+    return int(min(MAX_EPOCHS, max(MIN_EPOCHS, round(VISITS[model] / max(n_patches, 1)))))
+
+
+def lattice_period(image: xr.DataArray, max_period: float) -> float | None:
+    """Period in pixels of the strongest lattice reflection, or None if there is none.
+
+    Used to size the shift prior of the invariant models. A reflection counts when its
+    radially averaged power stands well above the background at that radius.
+
+    Examples
+    --------
+    >>> yy, xx = np.mgrid[:64, :64]
+    >>> img = xr.DataArray(np.cos(2 * np.pi * xx / 5.3), dims=("y", "x"))
+    >>> round(lattice_period(img, 16), 1)
+    5.3
+    """
+    a = np.asarray(image.data, dtype=np.float64)
+    if a.ndim == 3:
+        a = a.mean(axis=2) if image.dims[2] == "channel" else a.sum(axis=2)
+    a = np.nan_to_num(a - np.nanmean(a))
+    ny, nx = a.shape
+    win = np.hanning(ny)[:, None] * np.hanning(nx)[None, :]
+    power = np.abs(np.fft.fftshift(np.fft.fft2(a * win))) ** 2
+    ky = (np.arange(ny) - ny // 2) / ny
+    kx = (np.arange(nx) - nx // 2) / nx
+    k = np.hypot(ky[:, None], kx[None, :])
+    band = (k >= 1.0 / max_period) & (k <= 0.5)
+    if band.sum() < 10:
+        return None
+    bins = np.linspace(1.0 / max_period, 0.5, 60)
+    which = np.digitize(k[band], bins)
+    radial = np.bincount(which, weights=power[band], minlength=len(bins) + 1)
+    counts = np.bincount(which, minlength=len(bins) + 1)
+    radial = radial[1:len(bins)] / np.maximum(counts[1:len(bins)], 1)
+    if not np.any(radial > 0):
+        return None
+    peak = int(np.argmax(radial))
+    if radial[peak] < 8 * np.median(radial[radial > 0]):
+        return None
+    # Refine with the strongest single Fourier component inside the winning ring.
+    ring = band & (k >= bins[peak]) & (k < bins[peak + 1])
+    k_peak = k[ring][np.argmax(power[ring])]
+    return float(1.0 / k_peak)
+
+
+def _as_image(image) -> xr.DataArray:
+    if isinstance(image, np.ndarray):
+        if image.ndim not in (2, 3):
+            raise SettingsError(f"image must be 2-D or 3-D, got shape {image.shape}")
+        dims = ("y", "x") if image.ndim == 2 else ("y", "x", "channel")
+        image = xr.DataArray(image, dims=dims)
+    if not isinstance(image, xr.DataArray):
+        raise SettingsError(f"image must be an xarray.DataArray, got {type(image).__name__}")
+    if image.ndim not in (2, 3) or image.dims[:2] != ("y", "x"):
+        raise SettingsError(f"image must have dims ('y', 'x'[, channel]), got {image.dims}")
+    return image
+
+
+def _check_settings(image, patch_size, stride, latent_dim, boundary_weight, model,
+                    epochs, boundary_loss_kind, tile_size, batch_size):
+    ny, nx = image.sizes["y"], image.sizes["x"]
+    if not isinstance(patch_size, (int, np.integer)) or patch_size < 2:
+        raise SettingsError(f"patch_size must be an integer >= 2, got {patch_size!r}")
+    if patch_size > min(ny, nx):
+        raise SettingsError(f"patch_size {patch_size} is larger than the image ({ny} x {nx} pixels)")
+    if not isinstance(stride, (int, np.integer)) or stride < 1:
+        raise SettingsError(f"stride must be an integer >= 1, got {stride!r}")
+    if not isinstance(latent_dim, (int, np.integer)) or latent_dim < 1:
+        raise SettingsError(f"latent_dim must be an integer >= 1, got {latent_dim!r}")
+    if boundary_weight is not None and not (np.isfinite(boundary_weight) and boundary_weight >= 0):
+        raise SettingsError(f"boundary_weight must be a finite number >= 0, got {boundary_weight!r}")
+    if model not in MODELS:
+        raise SettingsError(f"model must be one of {MODELS}, not {model!r}")
+    if epochs is not None and (not isinstance(epochs, (int, np.integer)) or epochs < 1):
+        raise SettingsError(f"epochs must be a positive integer or None, got {epochs!r}")
+    if boundary_loss_kind not in BOUNDARY_LOSSES:
+        raise SettingsError(f"boundary_loss must be one of {BOUNDARY_LOSSES}, not {boundary_loss_kind!r}")
+    if tile_size < 2 or batch_size < 1:
+        raise SettingsError(f"tile_size must be >= 2 and batch_size >= 1 (got {tile_size}, {batch_size})")
+
+
+@torch.no_grad()
+def encode_all(model, data: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior means and stds of every input, in chunks (no gradients)."""
+    mus, stds = [], []
+    for i in range(0, data.shape[0], chunk):
+        mu, std = model.encode(data[i:i + chunk])
+        mus.append(mu.float())
+        stds.append(std.float())
+    return torch.cat(mus), torch.cat(stds)
+
+
+def fit(
+    image: xr.DataArray,
+    *,
+    patch_size: int,
+    stride: int = 1,
+    latent_dim: int = 2,
+    boundary_weight: float | None = None,
+    model: str = "vae",
+    transform: str = "auto",
+    epochs: int | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    callback: Callable[[Progress], Any] | None = None,
+    cancel: Any = None,
+    boundary_loss: str = "tv",
+    tile_size: int = 8,
+    batch_size: int = 256,
+    lr: float = 2e-3,
+    beta: float = 1.0,
+    kl_warmup: float = 0.2,
+    likelihood: str = "auto",
+    shift_prior: float | None = None,
+    angle_prior: float = 1.0,
+    hidden: int = 128,
+    map_every: int = 1,
+    precision: str = "auto",
+    eps: float = DEFAULT_EPS,
+) -> xr.Dataset:
+    """Train a VAE with the boundary loss on an image's patches; return its latent maps.
+
+    Parameters
+    ----------
+    image : xarray.DataArray
+        ``(y, x)``, ``(y, x, channel)`` or ``(y, x, spectrum)`` (a NumPy array is wrapped
+        with dims ``(y, x[, channel])``).
+    patch_size, stride : int
+        Square patches of ``patch_size`` pixels around scan positions ``stride`` apart.
+    latent_dim : int
+        Number of content latents (the maps in ``z_mean``).
+    boundary_weight : float, optional
+        Weight of the boundary loss. ``None``: `DEFAULT_BOUNDARY_WEIGHT` for the TV
+        forms, `DEFAULT_REFERENCE_WEIGHT` (the ``w`` of ``(w + term) * ELBO``) for
+        ``boundary_loss="reference"``. ``0`` trains a plain VAE.
+    model : {"vae", "shift", "rotation"}
+        Plain VAE; shift-invariant (2 translation latents, coordinate decoder);
+        rotation- and shift-invariant.
+    transform : str
+        Input transform passed to ``features.prepare_inputs`` (``"auto"`` chooses and
+        says why in ``attrs["transform_reason"]``).
+    epochs : int, optional
+        ``None``: `auto_epochs` (about 120k patch visits for the plain VAE).
+    device : str
+        ``"auto"`` (CUDA, MPS, CPU), ``"cpu"``, ``"cuda"``, ...
+    seed : int
+        Seeds weights, tile offsets and sampling; on the CPU a seed reproduces a fit.
+    callback : callable, optional
+        Called after every epoch with a `Progress`.
+    cancel : object with ``is_set()``, optional
+        E.g. a ``threading.Event``; when set, `FitCancelled` is raised before the next
+        step (so within one epoch).
+    boundary_loss : {"tv", "anisotropic", "reference", "none"}
+        Isotropic TV (default), anisotropic TV, the authors' non-differentiable
+        multiplicative term, or none.
+    tile_size : int
+        Side ``T`` of the contiguous tiles of the scan grid (clipped to the grid).
+    batch_size : int
+        Patches per step (rounded to whole tiles).
+    lr : float
+        Adam learning rate.
+    beta, kl_warmup : float
+        KL weight and the fraction of the epochs over which it ramps up linearly from 0
+        (``0`` disables the warm-up).
+    likelihood : {"auto", "bernoulli", "gaussian"}
+        ``"auto"``: Bernoulli when every input lies in [0, 1], Gaussian otherwise.
+    shift_prior : float, optional
+        Std of the shift prior in pixels (shift/rotation models). ``None``: half the
+        lattice period from ``Inputs.period`` or `lattice_period`, else patch_size / 4.
+    angle_prior : float
+        Std of the angle prior in radians (rotation model).
+    hidden : int
+        Width of the encoder/decoder hidden layers.
+    map_every : int
+        Compute the full latent map for the callback every this many epochs.
+    precision : {"auto", "float32", "bfloat16", "float16"}
+        ``"auto"``: bf16 (or fp16) autocast on CUDA, float32 elsewhere.
+    eps : float
+        Smoothing of the isotropic TV.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``z_mean``, ``z_std`` ``("latent", "y", "x")``; for invariant models ``shift``
+        ``("shift_dim", "y", "x")`` in pixels and (rotation) ``angle`` ``("y", "x")`` in
+        radians; ``loss_total``, ``loss_reconstruction``, ``loss_kl``,
+        ``loss_boundary`` ``("epoch",)`` (per-patch means); every setting, ``device``,
+        versions, ``elapsed_s`` and ``model_id`` in ``attrs``. The model is reached
+        through ``result.pvd`` (see `persist`).
+
+    Raises
+    ------
+    SettingsError, FitCancelled, FitDiverged
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> img = np.zeros((48, 48)); img[:, 24:] = 1.0
+    >>> img = xr.DataArray(img + 0.05 * np.random.default_rng(0).normal(size=img.shape),
+    ...                    dims=("y", "x"))
+    >>> result = fit(img, patch_size=8, stride=2, epochs=3, device="cpu")
+    >>> result.z_mean.dims, result.sizes["epoch"]
+    (('latent', 'y', 'x'), 3)
+    """
+    from .features import prepare_inputs
+
+    t0 = time.perf_counter()
+    image = _as_image(image)
+    _check_settings(image, patch_size, stride, latent_dim, boundary_weight, model, epochs,
+                    boundary_loss, tile_size, batch_size)
+    if boundary_weight is None:
+        boundary_weight = DEFAULT_REFERENCE_WEIGHT if boundary_loss == "reference" else DEFAULT_BOUNDARY_WEIGHT
+    if not np.all(np.isfinite(np.asarray(image.data, dtype=float))):
+        raise SettingsError("the image contains NaN or Inf; fill them first (load(..., fill_nan=...))")
+    dev = pick_device(device)
+
+    inputs = prepare_inputs(image, patch_size, stride, transform=transform)
+    n_y, n_x = inputs.data.shape[:2]
+    feature_shape = tuple(inputs.data.shape[2:])
+    n = n_y * n_x
+    if model == "rotation" and len(feature_shape) != 3:
+        raise SettingsError(f"model='rotation' needs patch inputs; transform {inputs.transform!r} gives vectors")
+    data_np = np.ascontiguousarray(inputs.data.reshape(n, *feature_shape), dtype=np.float32)
+    if likelihood == "auto":
+        likelihood = "bernoulli" if data_np.min() >= 0 and data_np.max() <= 1 else "gaussian"
+    epochs = int(epochs) if epochs is not None else auto_epochs(n, model)
+
+    kwargs: dict[str, Any] = {"input_shape": feature_shape, "latent_dim": int(latent_dim),
+                              "likelihood": likelihood, "hidden": int(hidden)}
+    period = None
+    if model in ("shift", "rotation"):
+        if shift_prior is None:
+            period = getattr(inputs, "period", None) or lattice_period(image, max_period=patch_size)
+            shift_prior = period / 2 if period else patch_size / 4
+        kwargs["shift_prior"] = float(shift_prior)
+        if model == "rotation":
+            kwargs["angle_prior"] = float(angle_prior)
+
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)  # tile offsets: CPU generator, same on any device
+    net = MODEL_CLASSES[model](**kwargs) if model in MODEL_CLASSES else build_model({"family": model, **kwargs})
+    net.to(dev)
+    data = torch.from_numpy(data_np).to(dev)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+
+    amp_dtype = None
+    if precision == "auto":
+        precision = "float32"
+        if dev.type == "cuda":
+            precision = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    if precision in ("bfloat16", "float16"):
+        if dev.type != "cuda":
+            raise SettingsError(f"precision {precision!r} is only used on CUDA (device is {dev.type})")
+        amp_dtype = getattr(torch, precision)
+    scaler = torch.amp.GradScaler("cuda", enabled=precision == "float16")
+
+    # Tiles of the scan grid; the grid's flat index of tile (k, i, j) is
+    # (oy_k + i) * n_x + (ox_k + j).
+    ty, tx = min(tile_size, n_y), min(tile_size, n_x)
+    n_tiles = max(1, round(batch_size / (ty * tx)))
+    steps = max(1, math.ceil(n / (n_tiles * ty * tx)))
+    ar_y = torch.arange(ty).view(1, ty, 1)
+    ar_x = torch.arange(tx).view(1, 1, tx)
+    L = int(latent_dim)
+    warm = kl_warmup * epochs if kl_warmup < 1 else float(kl_warmup)
+
+    history = {k: [] for k in LOSS_NAMES}
+    for epoch in range(1, epochs + 1):
+        beta_t = beta * min(1.0, epoch / warm) if warm > 0 else beta
+        sums = torch.zeros(4, device=dev)
+        for _ in range(steps):
+            if cancel is not None and cancel.is_set():
+                raise FitCancelled(f"fit cancelled at epoch {epoch} of {epochs}")
+            oy = torch.randint(0, n_y - ty + 1, (n_tiles, 1, 1), generator=gen)
+            ox = torch.randint(0, n_x - tx + 1, (n_tiles, 1, 1), generator=gen)
+            idx = ((oy + ar_y) * n_x + (ox + ar_x)).reshape(-1).to(dev)
+            with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                terms = net.loss_terms(data[idx])
+            z_tiles = terms["mu"][:, :L].reshape(n_tiles, ty, tx, L).permute(0, 3, 1, 2)
+            nelbo = terms["reconstruction"] + beta_t * terms["kl"]
+            if boundary_loss == "reference":
+                term = reference_boundary_term(z_tiles)
+                mult = torch.as_tensor(boundary_weight + term, dtype=nelbo.dtype, device=dev)
+                loss = (nelbo.view(n_tiles, -1) * mult[:, None]).mean()
+                b = torch.as_tensor(term.mean(), device=dev)
+            elif boundary_loss == "none":
+                b = torch.zeros((), device=dev)
+                loss = nelbo.mean()
+            else:
+                b = tv_loss(z_tiles, kind=boundary_loss, eps=eps)
+                loss = nelbo.mean() + boundary_weight * b
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            sums += torch.stack([loss.detach(), terms["reconstruction"].detach().mean(),
+                                 terms["kl"].detach().mean(), b.detach().float()])
+        means = (sums / steps).tolist()
+        if not all(math.isfinite(v) for v in means):
+            raise FitDiverged(
+                f"training diverged at epoch {epoch} (losses {dict(zip(LOSS_NAMES, means))}); "
+                f"try a smaller lr (now {lr}), a smaller boundary_weight (now {boundary_weight}) "
+                "or check the image for extreme values")
+        for k, v in zip(LOSS_NAMES, means):
+            history[k].append(v)
+        if callback is not None:
+            z_map = None
+            if epoch % max(1, map_every) == 0 or epoch == epochs:
+                mu, _ = encode_all(net, data)
+                z_map = mu[:, :L].T.reshape(L, n_y, n_x).cpu().numpy()
+            elapsed = time.perf_counter() - t0
+            callback(Progress(epoch, epochs, dict(zip(LOSS_NAMES, means)), z_map, elapsed,
+                              elapsed / epoch * (epochs - epoch)))
+
+    net.eval()
+    mu, std = encode_all(net, data)
+    ds = persist.latent_dataset(net, mu, std, inputs.y, inputs.x)
+    epoch_coord = np.arange(1, epochs + 1)
+    for k in LOSS_NAMES:
+        ds[k] = ("epoch", np.asarray(history[k]), {"units": "nats per patch" if k != "loss_boundary" else
+                                                  ("wall length per grid point" if boundary_loss != "reference" else "1")})
+    ds = ds.assign_coords(epoch=epoch_coord)
+
+    model_id = uuid.uuid4().hex
+    elapsed = time.perf_counter() - t0
+    ds.attrs = {
+        "title": "phyvae-dash fit",
+        "model": model,
+        "model_id": model_id,
+        "patch_size": int(patch_size),
+        "stride": int(stride),
+        "latent_dim": int(latent_dim),
+        "boundary_weight": float(boundary_weight),
+        "boundary_loss": boundary_loss,
+        "transform": str(inputs.transform),
+        "transform_reason": str(getattr(inputs, "reason", "")),
+        "epochs": int(epochs),
+        "steps_per_epoch": int(steps),
+        "tile_size": int(min(ty, tx)),
+        "tiles_per_batch": int(n_tiles),
+        "batch_size": int(n_tiles * ty * tx),
+        "lr": float(lr),
+        "beta": float(beta),
+        "kl_warmup": float(kl_warmup),
+        "likelihood": likelihood,
+        "hidden": int(hidden),
+        "eps": float(eps),
+        "shift_prior": float(kwargs.get("shift_prior", 0.0)),
+        "angle_prior": float(kwargs.get("angle_prior", 0.0)),
+        "lattice_period": float(period) if period else 0.0,
+        "seed": int(seed),
+        "device": str(dev),
+        "precision": precision,
+        "n_patches": int(n),
+        "elapsed_s": float(elapsed),
+        "patches_per_s": float(n * epochs / elapsed),
+        "phyvae_dash_version": __version__,
+        "torch_version": torch.__version__,
+        "numpy_version": np.__version__,
+        "xarray_version": xr.__version__,
+        "python_version": platform.python_version(),
+        "image_source": str(image.attrs.get("source", "")),
+        "image_name": str(image.name or ""),
+        "preprocessing": [str(p) for p in image.attrs.get("preprocessing", [])] or "",
+    }
+    persist.register(model_id, net, inputs=data, grid_shape=(n_y, n_x), config=net.config)
+    return ds

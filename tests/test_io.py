@@ -1,0 +1,326 @@
+"""phyvae_dash.data.io.load: every real file, round trips through each format, every error."""
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from phyvae_dash.data.io import list_channels, load
+from phyvae_dash.errors import DataError
+
+# ------------------------------------------------------------------ real files
+
+
+@pytest.mark.realdata
+def test_pzt_nsid_eight_channels_two_micron(shared_data):
+    image = load(shared_data / "pfm" / "PZT_final0001.h5")
+    assert image.dims == ("y", "x", "channel")
+    assert image.shape == (256, 256, 8)
+    assert image.attrs["format"] == "NSID"
+    names = list(image.channel.values)
+    assert names[:2] == ["HeightRetrace", "AmplitudeRetrace"]
+    assert "PhaseRetrace" in names and "PhaseRetrace" in image.attrs["phase_channels"]
+    units = dict(zip(names, image.attrs["channel_units"]))
+    assert units["PhaseRetrace"] == "deg" and units["AmplitudeRetrace"] == "m"
+    # The file copies "deg" onto the phase channel's x/y scales; the scan is still 2 µm.
+    for dim in ("y", "x"):
+        assert image[dim].attrs["units"] == "µm"
+        assert float(image[dim][-1] - image[dim][0]) == pytest.approx(2.0)
+    json.loads(image.attrs["metadata"])  # a NetCDF-safe string holding JSON
+
+
+@pytest.mark.realdata
+def test_pto_nsid_four_channels(shared_data):
+    path = shared_data / "pfm" / "PTO_Funakubo0002.h5"
+    image = load(path)
+    assert image.shape == (256, 256, 4)
+    assert list_channels(path) == list(image.channel.values)
+    assert image.attrs["phase_channels"] == ["PhaseRetrace"]
+    assert image.x.attrs["units"] == "µm"
+
+
+@pytest.mark.realdata
+def test_single_frequency_pfm_usid_reshaped_to_scan_grid(shared_data):
+    path = shared_data / "pfm" / "SingFreqPFM_0003.h5"
+    image = load(path)
+    assert image.attrs["format"] == "USID"
+    assert image.shape == (128, 128, 4)
+    assert list(image.channel.values) == [
+        "HeightRetrace", "AmplitudeRetrace", "DeflectionRetrace", "PhaseRetrace"]
+    assert image.x.attrs["units"] == "µm"
+    assert float(image.x[-1]) == pytest.approx(5.0, abs=0.1)
+    # Raw_Data is stored flat with X varying fastest: row y holds positions y*128 ... y*128+127.
+    import h5py
+
+    with h5py.File(path, "r") as h5:
+        flat = h5["Measurement_000/Channel_003/Raw_Data"][:, 0]
+    np.testing.assert_array_equal(image.sel(channel="PhaseRetrace").values, flat.reshape(128, 128))
+    # The phase is two-level (up/down domains, 180 degrees apart).
+    phase = image.sel(channel="PhaseRetrace").values
+    assert np.ptp(np.percentile(phase, [5, 95])) > 150
+
+
+@pytest.mark.realdata
+def test_select_one_channel_by_name_or_index(shared_data):
+    path = shared_data / "pfm" / "SingFreqPFM_0003.h5"
+    by_name = load(path, channel="PhaseRetrace")
+    by_index = load(path, channel=3)
+    assert by_name.dims == ("y", "x")
+    assert by_name.attrs["units"] == "deg"
+    assert by_name.attrs["phase_channels"] == ["PhaseRetrace"]
+    xr.testing.assert_identical(by_name, by_index)
+    pair = load(path, channel=["AmplitudeRetrace", "PhaseRetrace"])
+    assert list(pair.channel.values) == ["AmplitudeRetrace", "PhaseRetrace"]
+
+
+@pytest.mark.realdata
+def test_bfo_spectral_map(shared_data):
+    image = load(shared_data / "spectral" / "bfo_iv_final.hf5")
+    assert image.shape == (50, 50, 53)
+    assert image.dims[:2] == ("y", "x") and image.dims[2] != "channel"
+    spectral = image[image.dims[2]]
+    assert spectral.attrs["units"]
+    assert np.all(np.diff(spectral.values) > 0)  # sqrt(E) grows along the sweep
+    assert image.attrs["phase_channels"] == []
+
+
+@pytest.mark.realdata
+def test_mos2_npy_calibrated_by_json_sidecar(shared_data):
+    image = load(shared_data / "stem" / "MoS2_stem_Exp-001-5.npy")
+    assert image.dims == ("y", "x") and image.shape == (512, 512)
+    for dim in ("y", "x"):
+        assert image[dim].attrs["units"] == "nm"
+        step = float(image[dim][1] - image[dim][0])
+        assert step * 512 == pytest.approx(7.0)
+    assert "60 kV" in image.attrs["metadata"]
+
+
+@pytest.mark.realdata
+def test_dm3_micrometre_units(shared_data):
+    image = load(shared_data / "formats" / "test_dm_image_um_unit.dm3")
+    assert image.dims == ("y", "x")
+    assert image.x.attrs["units"] == "µm" and image.y.attrs["units"] == "µm"
+    assert image.dtype.kind == "f"
+
+
+# ------------------------------------------------------------------ round trips
+
+
+def _calibrated(ny=20, nx=30, step=0.5):
+    rng = np.random.default_rng(0)
+    return xr.DataArray(
+        rng.random((ny, nx)).astype(np.float32), dims=("y", "x"),
+        coords={"y": ("y", np.arange(ny) * step, {"units": "nm"}),
+                "x": ("x", np.arange(nx) * step, {"units": "nm"})},
+    )
+
+
+def test_npy_round_trip_in_pixels(tmp_path):
+    data = np.random.default_rng(1).random((16, 24))
+    np.save(tmp_path / "a.npy", data)
+    image = load(tmp_path / "a.npy")
+    np.testing.assert_array_equal(image.values, data)
+    assert image.x.attrs["units"] == "px" and image.attrs["format"] == "numpy"
+
+
+def test_npy_channels_last_and_first(tmp_path):
+    data = np.random.default_rng(1).random((16, 24, 2))
+    np.save(tmp_path / "last.npy", data)
+    np.save(tmp_path / "first.npy", np.moveaxis(data, -1, 0))
+    for name in ("last", "first"):
+        image = load(tmp_path / f"{name}.npy")
+        assert image.dims == ("y", "x", "channel") and image.shape == (16, 24, 2)
+        np.testing.assert_array_equal(image.values, data)
+
+
+def test_npy_long_third_axis_is_spectral_and_dims_override(tmp_path):
+    np.save(tmp_path / "cube.npy", np.ones((20, 24, 40)))
+    assert load(tmp_path / "cube.npy").dims == ("y", "x", "spectral")
+    assert load(tmp_path / "cube.npy", dims=("y", "x", "energy")).dims == ("y", "x", "energy")
+
+
+def test_npz_round_trip_channels_and_key(tmp_path):
+    amp, phase = np.ones((8, 10)), np.full((8, 10), 90.0)
+    np.savez(tmp_path / "pfm.npz", amplitude=amp, phase=phase)
+    image = load(tmp_path / "pfm.npz")
+    assert list(image.channel.values) == ["amplitude", "phase"]
+    assert image.attrs["phase_channels"] == ["phase"]
+    assert load(tmp_path / "pfm.npz", key="amplitude").dims == ("y", "x")
+    with pytest.raises(DataError, match="no array 'height'.*amplitude"):
+        load(tmp_path / "pfm.npz", key="height")
+
+
+def test_npz_with_json_pixel_size(tmp_path):
+    np.savez(tmp_path / "s.npz", image=np.zeros((10, 10)))
+    (tmp_path / "s.json").write_text(json.dumps({"pixel_size": 0.2, "units": "nm"}))
+    image = load(tmp_path / "s.npz")
+    assert image.x.attrs["units"] == "nm"
+    assert float(image.x[1]) == pytest.approx(0.2)
+
+
+def test_tiff_round_trip_with_imagej_calibration(tmp_path):
+    import tifffile
+
+    ref = _calibrated()
+    tifffile.imwrite(tmp_path / "a.tif", ref.values, imagej=True,
+                     resolution=(1 / 0.5, 1 / 0.5), metadata={"unit": "nm"})
+    image = load(tmp_path / "a.tif")
+    np.testing.assert_array_equal(image.values, ref.values)
+    assert image.x.attrs["units"] == "nm"
+    np.testing.assert_allclose(image.x.values, ref.x.values)
+    tifffile.imwrite(tmp_path / "plain.tif", ref.values)
+    assert load(tmp_path / "plain.tif").x.attrs["units"] == "px"
+
+
+def test_png_rgb_to_gray_or_channels(tmp_path):
+    import imageio.v3 as iio
+
+    gray = (np.arange(64 * 48) % 251).reshape(64, 48).astype(np.uint8)
+    iio.imwrite(tmp_path / "g.png", np.stack([gray] * 3, axis=-1))
+    image = load(tmp_path / "g.png")
+    assert image.dims == ("y", "x")
+    np.testing.assert_allclose(image.values, gray, atol=0.01)  # r = g = b: luminance is the value
+    rgb = load(tmp_path / "g.png", rgb="channels")
+    assert list(rgb.channel.values) == ["R", "G", "B"]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # zarr v3 string dtype notes
+def test_netcdf_and_zarr_round_trip(tmp_path):
+    ref = _calibrated()
+    ref.name, ref.attrs = "height", {"units": "m"}
+    ref.to_netcdf(tmp_path / "a.nc")
+    image = load(tmp_path / "a.nc")
+    xr.testing.assert_allclose(image, ref)
+    assert image.x.attrs["units"] == "nm" and image.attrs["format"] == "NetCDF"
+    # What load returns must itself be storable: the attrs are NetCDF-safe.
+    multi = xr.concat([ref, ref * 2], dim="channel").transpose("y", "x", "channel")
+    multi = multi.assign_coords(channel=["a", "b"])
+    multi.to_dataset(name="scan").to_zarr(tmp_path / "m.zarr")
+    loaded = load(tmp_path / "m.zarr")
+    assert list(loaded.channel.values) == ["a", "b"]
+    loaded.to_netcdf(tmp_path / "again.nc")
+    xr.testing.assert_allclose(load(tmp_path / "again.nc"), loaded)
+
+
+def test_netcdf_dataset_picks_image_variable(tmp_path):
+    ref = _calibrated()
+    xr.Dataset({"image": ref, "labels": ref.astype(int)}).to_netcdf(tmp_path / "ph.nc")
+    assert load(tmp_path / "ph.nc").name == "image"
+    with pytest.raises(DataError, match="no variable 'nope'"):
+        load(tmp_path / "ph.nc", variable="nope")
+
+
+@pytest.mark.realdata
+def test_real_file_survives_netcdf(shared_data, tmp_path):
+    image = load(shared_data / "pfm" / "PTO_Funakubo0002.h5")
+    image.to_netcdf(tmp_path / "pto.nc")
+    back = load(tmp_path / "pto.nc")
+    assert list(back.channel.values) == list(image.channel.values)
+    assert back.attrs["channel_units"] == image.attrs["channel_units"]
+
+
+# ------------------------------------------------------------------ errors
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(DataError, match="no such file"):
+        load(tmp_path / "absent.npy")
+
+
+def test_unknown_format(tmp_path):
+    (tmp_path / "notes.xyz").write_text("hello")
+    with pytest.raises(DataError, match=r"notes\.xyz.*unknown format \.xyz"):
+        load(tmp_path / "notes.xyz")
+
+
+@pytest.mark.parametrize("name", ["bad.h5", "bad.npy", "bad.tif", "bad.png", "bad.dm3", "bad.nc"])
+def test_corrupt_files_give_data_error_naming_the_file(tmp_path, name):
+    (tmp_path / name).write_bytes(b"\x00\x01 definitely not a real file " * 10)
+    with pytest.raises(DataError, match=name.replace(".", r"\.")):
+        load(tmp_path / name)
+
+
+def test_hdf5_of_unknown_layout(tmp_path):
+    import h5py
+
+    with h5py.File(tmp_path / "plain.h5", "w") as h5:
+        h5["data"] = np.ones((4, 4))
+    with pytest.raises(DataError, match="neither pycroscopy NSID/USID"):
+        load(tmp_path / "plain.h5")
+
+
+def test_pickled_npy_refused(tmp_path):
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(DataError, match="pickled"):
+        load(tmp_path / "obj.npy")
+
+
+@pytest.mark.parametrize("shape", [(10,), (2, 3, 4, 5)])
+def test_wrong_dimensionality(tmp_path, shape):
+    np.save(tmp_path / "w.npy", np.ones(shape))
+    with pytest.raises(DataError, match="wrong dimensionality"):
+        load(tmp_path / "w.npy")
+
+
+def test_empty_array(tmp_path):
+    np.save(tmp_path / "e.npy", np.ones((0, 5)))
+    with pytest.raises(DataError, match="empty"):
+        load(tmp_path / "e.npy")
+
+
+def test_nan_inf_counted_and_filled(tmp_path):
+    data = np.arange(100.0).reshape(10, 10)
+    data[2, 3] = np.nan
+    data[5, 5] = np.nan
+    data[7, 1] = np.inf
+    np.save(tmp_path / "n.npy", data)
+    with pytest.raises(DataError, match="2 NaN and 1 Inf"):
+        load(tmp_path / "n.npy")
+    finite = data[np.isfinite(data)]
+    assert float(load(tmp_path / "n.npy", fill_nan="mean")[2, 3]) == pytest.approx(finite.mean())
+    assert float(load(tmp_path / "n.npy", fill_nan="median")[2, 3]) == pytest.approx(np.median(finite))
+    assert float(load(tmp_path / "n.npy", fill_nan=0)[7, 1]) == 0.0
+    smooth = load(tmp_path / "n.npy", fill_nan="interpolate")
+    # A linear ramp is inpainted back to itself.
+    assert float(smooth[5, 5]) == pytest.approx(55.0, abs=0.5)
+    assert "replaced 2 NaN and 1 Inf" in smooth.attrs["preprocessing"][0]
+    with pytest.raises(DataError, match="fill_nan must be"):
+        load(tmp_path / "n.npy", fill_nan="zero")
+
+
+def test_unknown_channel_lists_existing(tmp_path):
+    np.savez(tmp_path / "c.npz", amplitude=np.ones((4, 4)), phase=np.ones((4, 4)))
+    with pytest.raises(DataError, match=r"no channel 'height'.*\['amplitude', 'phase'\]"):
+        load(tmp_path / "c.npz", channel="height")
+    with pytest.raises(DataError, match="index 5 out of range"):
+        load(tmp_path / "c.npz", channel=5)
+
+
+@pytest.mark.realdata
+def test_unknown_channel_in_real_file(shared_data):
+    with pytest.raises(DataError, match="no channel 'Topography'.*HeightRetrace"):
+        load(shared_data / "pfm" / "PTO_Funakubo0002.h5", channel="Topography")
+
+
+def test_unsupported_igor_file_says_so(tmp_path):
+    (tmp_path / "scan.ibw").write_bytes(b"\x00" * 64)
+    with pytest.raises(DataError, match="unsupported format .ibw"):
+        load(tmp_path / "scan.ibw")
+
+
+def test_reader_option_typo_is_a_data_error(tmp_path):
+    np.save(tmp_path / "a.npy", np.ones((4, 4)))
+    with pytest.raises(DataError, match="option not understood"):
+        load(tmp_path / "a.npy", colour="red")
+
+
+def test_netcdf_written_from_load_keeps_history(tmp_path):
+    np.savez(tmp_path / "pfm.npz", amplitude=np.ones((8, 10)), phase=np.full((8, 10), 90.0))
+    image = load(tmp_path / "pfm.npz")
+    image.attrs["preprocessing"] = ["flatten(order=1)"]
+    image.to_netcdf(tmp_path / "pfm.nc")
+    back = load(tmp_path / "pfm.nc")
+    assert back.attrs["metadata"] == image.attrs["metadata"]
+    assert back.attrs["original_source"] == str(tmp_path / "pfm.npz")
+    assert list(back.attrs["preprocessing"]) == ["flatten(order=1)"]
+    assert back.attrs["phase_channels"] == ["phase"]
