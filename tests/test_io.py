@@ -324,3 +324,92 @@ def test_netcdf_written_from_load_keeps_history(tmp_path):
     assert back.attrs["original_source"] == str(tmp_path / "pfm.npz")
     assert list(back.attrs["preprocessing"]) == ["flatten(order=1)"]
     assert back.attrs["phase_channels"] == ["phase"]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pyNSID's own deprecation notes
+def test_nsid_written_by_pynsid_in_either_axis_order(tmp_path):
+    import h5py
+    import sidpy
+    from pyNSID.io.hdf_io import write_nsid_dataset
+
+    data = np.random.default_rng(0).random((12, 16)).astype(np.float32)  # (y, x)
+    for order, array in (("yx", data), ("xy", data.T)):
+        ds = sidpy.Dataset.from_array(array, title="Height")
+        ds.quantity, ds.units, ds.data_type = "Height", "nm", "IMAGE"
+        for axis, dim in enumerate(order):
+            n = array.shape[axis]
+            ds.set_dimension(axis, sidpy.Dimension(np.arange(n) * 2.0, name=dim, units="nm",
+                                                   quantity="Length", dimension_type="spatial"))
+        with h5py.File(tmp_path / f"{order}.h5", "w") as h5:
+            write_nsid_dataset(ds, h5.create_group("Measurement_000/Channel_000"),
+                               main_data_name="Height")
+        image = load(tmp_path / f"{order}.h5")
+        assert image.dims == ("y", "x") and image.name == "Height"
+        np.testing.assert_array_equal(image.values, data)
+        assert image.x.attrs["units"] == "nm" and image.attrs["units"] == "nm"
+        assert float(image.x[-1]) == 30.0
+
+
+def _hspy_signal(data, axes, title):
+    """The minimal signal dict rosettasciio's HyperSpy writer needs."""
+    return {"data": data, "axes": axes, "original_metadata": {}, "tmp_parameters": {},
+            "metadata": {"General": {"title": title}, "Signal": {"signal_type": ""}},
+            "attributes": {"_lazy": False}, "learning_results": {}, "models": {},
+            "package_info": {"name": "", "version": ""}}
+
+
+def test_rosettasciio_hspy_image_and_spectrum_image(tmp_path):
+    from rsciio.hspy import file_writer
+
+    image = np.random.default_rng(0).random((10, 12))
+    file_writer(str(tmp_path / "haadf.hspy"), _hspy_signal(image, [
+        {"name": "y", "size": 10, "scale": 0.5, "offset": 0.0, "units": "nm", "navigate": False},
+        {"name": "x", "size": 12, "scale": 0.5, "offset": 1.0, "units": "nm", "navigate": False},
+    ], "HAADF"))
+    loaded = load(tmp_path / "haadf.hspy")
+    assert loaded.dims == ("y", "x") and loaded.name == "HAADF"
+    np.testing.assert_array_equal(loaded.values, image)
+    assert loaded.x.values[:2].tolist() == [1.0, 1.5] and loaded.x.attrs["units"] == "nm"
+
+    cube = np.random.default_rng(1).random((6, 7, 30))
+    file_writer(str(tmp_path / "eels.hspy"), _hspy_signal(cube, [
+        {"name": "y", "size": 6, "scale": 1, "offset": 0.0, "units": "um", "navigate": True},
+        {"name": "x", "size": 7, "scale": 1, "offset": 0.0, "units": "um", "navigate": True},
+        {"name": "Energy loss", "size": 30, "scale": 0.1, "offset": 400, "units": "eV",
+         "navigate": False},
+    ], "EELS"))
+    spectrum_image = load(tmp_path / "eels.hspy")
+    assert spectrum_image.dims == ("y", "x", "Energy_loss")
+    assert spectrum_image.x.attrs["units"] == "µm"
+    assert spectrum_image.Energy_loss.attrs["units"] == "eV"
+    np.testing.assert_allclose(spectrum_image.Energy_loss.values[:2], [400.0, 400.1])
+
+
+def test_fill_nan_refuses_an_all_nan_channel(tmp_path):
+    amplitude = np.ones((6, 6))
+    np.savez(tmp_path / "c.npz", amplitude=amplitude, phase=np.full((6, 6), np.nan))
+    with pytest.raises(DataError, match="36 NaN and 0 Inf"):
+        load(tmp_path / "c.npz")
+    with pytest.raises(DataError, match="entirely NaN"):
+        load(tmp_path / "c.npz", fill_nan="mean")
+    assert load(tmp_path / "c.npz", channel="amplitude").shape == (6, 6)
+
+
+def test_tiff_centimetre_resolution_and_inch_dpi(tmp_path):
+    import tifffile
+
+    data = np.zeros((8, 10), np.uint16)
+    # 1e4 pixels per cm = 1 µm per pixel.
+    tifffile.imwrite(tmp_path / "cm.tif", data, resolution=(1e4, 1e4), resolutionunit="CENTIMETER")
+    image = load(tmp_path / "cm.tif")
+    assert image.x.attrs["units"] == "µm" and float(image.x[1]) == pytest.approx(1.0)
+    assert image.dtype == np.float32  # integer counts become floats
+    # 72 dpi is a print setting, not a calibration.
+    tifffile.imwrite(tmp_path / "dpi.tif", data, resolution=(72, 72), resolutionunit="INCH")
+    assert load(tmp_path / "dpi.tif").x.attrs["units"] == "px"
+
+
+def test_top_level_load_is_this_load(tmp_path):
+    import phyvae_dash
+
+    assert phyvae_dash.load is load

@@ -196,3 +196,15 @@ def test_domain_table_areas_and_regions():
     assert table.area.attrs["units"] == "nm^2"
     assert table.n_regions.values.tolist() == [1, 2]
     assert table.fraction.sum() == pytest.approx(1.0)
+
+
+def test_a_collapsed_latent_does_not_spoil_the_clustering():
+    truth = _three_domains()
+    fit = _latent_result(truth, [[0, 0], [3, 0], [6, 0]], noise=0.3)
+    # latent 1 carries no information, only a little noise (a collapsed VAE latent)
+    fit["z_mean"][1] = np.random.default_rng(3).normal(0, 0.01, truth.shape)
+    labels = segment(fit, n_domains=3)
+    assert labels.attrs["standardize"] == "global"
+    assert _ari(labels, truth) == 1.0
+    with pytest.raises(SettingsError, match="standardize"):
+        segment(fit, n_domains=3, standardize="minmax")

@@ -16,6 +16,7 @@ import json
 import numpy as np
 import xarray as xr
 from scipy import ndimage
+from threadpoolctl import threadpool_limits
 
 from ..errors import DataError, SettingsError
 
@@ -96,10 +97,26 @@ def _latent_maps(result, latents) -> xr.DataArray:
     return maps
 
 
-def _standardise(vectors: np.ndarray) -> np.ndarray:
-    """Zero mean and unit variance per latent, so no latent dominates by its scale."""
-    std = vectors.std(axis=0)
-    return (vectors - vectors.mean(axis=0)) / np.where(std > 0, std, 1.0)
+STANDARDIZE = ("global", "latent", None)
+
+
+def _standardise(vectors: np.ndarray, how: str | None) -> np.ndarray:
+    """Centre the latent vectors and bring them to unit scale.
+
+    ``"global"`` divides every latent by one common scale (the root-mean-square of
+    their standard deviations): the clustering becomes independent of the latents'
+    units while a latent that barely varies (a collapsed VAE latent, a minor principal
+    component) keeps its small weight. ``"latent"`` z-scores each latent on its own,
+    which would blow such a latent's noise up to the weight of an informative one.
+    """
+    centred = vectors - vectors.mean(axis=0)
+    std = centred.std(axis=0)
+    if how == "latent":
+        return centred / np.where(std > 0, std, 1.0)
+    if how == "global":
+        scale = np.sqrt(np.mean(std**2))
+        return centred / (scale if scale > 0 else 1.0)
+    return centred
 
 
 # -------------------------------------------------------------------------- clustering
@@ -136,8 +153,13 @@ def _cluster(vectors: np.ndarray, n_domains: int, method: str, seed: int) -> np.
     from skimage.filters import threshold_multiotsu
 
     values = vectors[:, 0]
-    thresholds = threshold_multiotsu(values, classes=n_domains)
-    return np.digitize(values, thresholds)
+    counts, edges = np.histogram(values, bins=256)
+    centres = (edges[:-1] + edges[1:]) / 2
+    thresholds = threshold_multiotsu(hist=(counts, centres), classes=n_domains)
+    # Otsu splits between histogram bins but reports the centre of the last bin of the
+    # lower class; thresholding values at that centre would move the upper half of that
+    # bin into the next class. The bin's upper edge is the split Otsu actually chose.
+    return np.digitize(values, thresholds + (edges[1] - edges[0]) / 2)
 
 
 def _sort_labels(raw: np.ndarray, key: np.ndarray, n_domains: int) -> np.ndarray:
@@ -160,6 +182,7 @@ def segment(
     *,
     latents=None,
     smooth: float = 0.0,
+    standardize: str | None = "global",
     max_domains: int = MAX_DOMAINS,
     seed: int = 0,
 ) -> xr.DataArray:
@@ -178,7 +201,7 @@ def segment(
         and ``attrs["bic"]`` holds the criterion for each count.
     method : {"gmm", "kmeans", "otsu"}
         ``"gmm"``: Gaussian mixture (full covariances) on the standardised latent
-        vectors. ``"kmeans"``: k-means on the same vectors. ``"otsu"``: multi-Otsu
+        vectors (see ``standardize``). ``"kmeans"``: k-means on the same vectors. ``"otsu"``: multi-Otsu
         thresholds of one latent map (the first of ``latents``), as the phyVAE authors
         show domains.
     latents : int or list of int, optional
@@ -187,6 +210,12 @@ def segment(
     smooth : float, optional
         Standard deviation, in grid steps, of a Gaussian filter applied to each latent
         map before clustering; 0 (default) uses the maps as they are.
+    standardize : {"global", "latent", None}
+        How latents are scaled before ``"gmm"``/``"kmeans"``: ``"global"`` (default)
+        centres each latent and divides all by one common scale, so units do not
+        matter but a latent that barely varies stays unimportant; ``"latent"``
+        z-scores each latent separately (equal weight to every latent, noise-only ones
+        included); ``None`` only centres.
     max_domains : int, optional
         Largest count tried when ``n_domains`` is ``None``.
     seed : int, optional
@@ -228,6 +257,8 @@ def segment(
         )
     if smooth < 0:
         raise SettingsError(f"smooth must be >= 0 grid steps, got {smooth!r}")
+    if standardize not in STANDARDIZE:
+        raise SettingsError(f"standardize must be one of {STANDARDIZE}, not {standardize!r}")
 
     if method == "otsu" and latents is None:
         latents = [0]
@@ -252,25 +283,28 @@ def segment(
         raise DataError("segment: no grid cell has finite latent values")
     vectors = vectors[valid]
     # otsu thresholds raw values (scale-free anyway); clusterers need comparable scales
-    features = vectors if method == "otsu" else _standardise(vectors)
+    features = vectors if method == "otsu" else _standardise(vectors, standardize)
 
-    attrs_bic = {}
-    if n_domains is None:
-        limit = min(max_domains, MAX_OTSU_CLASSES) if method == "otsu" else max_domains
-        n_domains, counts, bic = _choose_by_bic(features, limit, seed)
-        attrs_bic = {"n_domains_chosen_by": "bic", "bic": bic, "bic_n_domains": counts}
-    else:
-        n_domains = int(n_domains)
-        attrs_bic = {"n_domains_chosen_by": "user"}
-    if n_domains > len(features):
+    if n_domains is not None and n_domains > len(features):
         raise SettingsError(
             f"n_domains={n_domains} exceeds the {len(features)} grid cells to segment"
         )
-    # one distinct value cannot be split: every cell is one domain
-    if np.ptp(features, axis=0).max() == 0:
-        raw = np.zeros(len(features), dtype=int)
-    else:
-        raw = _cluster(features, n_domains, method, seed)
+    # These problems are small (a few thousand cells, a few latents): one thread is
+    # fast, while BLAS/OpenMP worker threads that spin-wait on a busy CPU make them
+    # 10-100x slower (measured with several processes sharing two cores).
+    with threadpool_limits(limits=1):
+        if n_domains is None:
+            limit = min(max_domains, MAX_OTSU_CLASSES) if method == "otsu" else max_domains
+            n_domains, counts, bic = _choose_by_bic(features, limit, seed)
+            attrs_bic = {"n_domains_chosen_by": "bic", "bic": bic, "bic_n_domains": counts}
+        else:
+            n_domains = int(n_domains)
+            attrs_bic = {"n_domains_chosen_by": "user"}
+        # one distinct value cannot be split: every cell is one domain
+        if np.ptp(features, axis=0).max() == 0:
+            raw = np.zeros(len(features), dtype=int)
+        else:
+            raw = _cluster(features, n_domains, method, seed)
     sorted_labels = _sort_labels(raw, vectors[:, 0], n_domains)
 
     labels = np.full(n_y * n_x, -1, dtype=int)
@@ -280,6 +314,7 @@ def segment(
         "n_domains": int(n_domains),
         "latents": used,
         "smooth": float(smooth),
+        "standardize": str(standardize),
         "max_domains": int(max_domains),
         "seed": int(seed),
     }

@@ -18,7 +18,6 @@ applied straight away, under a lock.
 """
 from __future__ import annotations
 
-import inspect
 import itertools
 import logging
 import os
@@ -50,18 +49,17 @@ SETTINGS = ("channel", "patch_size", "stride", "latent_dim", "boundary_weight",
             "epochs", "model", "transform", "seed")
 #: Model variants offered when the model layer does not list its own.
 _DEFAULT_MODELS = ("vae", "shift_vae", "rot_vae")
-_DEFAULT_EPOCHS = 30
 _DEFAULT_BOUNDARY_WEIGHT = 0.1
 ALL_CHANNELS = "all channels"
 
 
-def _fit_default(name, fallback):
-    """The default of one of `fit`'s keyword arguments (so the app follows the model layer)."""
+def _default_boundary_weight() -> float:
+    """`fit`'s default boundary weight (so that the app follows the model layer)."""
     try:
-        default = inspect.signature(pvd.fit).parameters[name].default
-    except (ImportError, AttributeError, KeyError, ValueError, TypeError):
-        return fallback
-    return fallback if default in (None, inspect.Parameter.empty) else default
+        from phyvae_dash.models import train
+    except ImportError:
+        return _DEFAULT_BOUNDARY_WEIGHT
+    return float(getattr(train, "DEFAULT_BOUNDARY_WEIGHT", _DEFAULT_BOUNDARY_WEIGHT))
 
 
 def _model_names():
@@ -184,7 +182,8 @@ class Store(param.Parameterized):
     stride = param.Integer(default=4, bounds=(1, 64))
     latent_dim = param.Integer(default=2, bounds=(1, 8))
     boundary_weight = param.Number(default=_DEFAULT_BOUNDARY_WEIGHT, bounds=(0, None))
-    epochs = param.Integer(default=_DEFAULT_EPOCHS, bounds=(1, 1000))
+    epochs = param.Integer(default=None, allow_None=True, bounds=(1, 1000),
+                           doc="Training epochs; None lets `fit` choose from the data size.")
     model = param.Selector(default="vae", objects=list(_DEFAULT_MODELS))
     transform = param.Selector(default="auto", objects=["auto"])
     seed = param.Integer(default=0)
@@ -212,6 +211,7 @@ class Store(param.Parameterized):
     boundaries = param.ClassSelector(class_=xr.DataArray)
     boundary_len = param.Parameter(default=None, doc="Total boundary length (a Length).")
     baseline_labels = param.ClassSelector(class_=xr.DataArray)
+    baseline_len = param.Parameter(default=None, doc="Boundary length of the weight-0 fit.")
     transform_info = param.String(default="")
     selection = param.Array(default=None, allow_None=True,
                             doc="Boolean mask (n_y, n_x) of brushed positions.")
@@ -224,8 +224,8 @@ class Store(param.Parameterized):
         super().__init__(**params)
         self.param.model.objects = list(_model_names())
         self.param.transform.objects = list(_transform_names())
-        self.boundary_weight = params.get(
-            "boundary_weight", _fit_default("boundary_weight", _DEFAULT_BOUNDARY_WEIGHT))
+        if "boundary_weight" not in params:
+            self.boundary_weight = _default_boundary_weight()
         self.device = pick_device()
         self.messages: list[dict] = []
         self._ids = itertools.count(1)
@@ -261,7 +261,10 @@ class Store(param.Parameterized):
         return image_kind(self.data) if self.data is not None else "image"
 
     def _read_dataset(self, name: str):
-        loaded = pvd.datasets.load_dataset(name)
+        try:
+            loaded = pvd.datasets.load_dataset(name)
+        except (ImportError, AttributeError):  # no registry yet: phantoms only
+            loaded = pvd.synthetic.make(name)
         if isinstance(loaded, xr.Dataset):
             return loaded["image"], name, loaded.get("labels"), {**_preset(name), **{
                 k: loaded.attrs[k] for k in ("patch_size", "stride") if k in loaded.attrs}}
@@ -287,7 +290,7 @@ class Store(param.Parameterized):
         self.param.update(
             data=image, truth=truth, source=str(source), z_maps=None, result=None,
             outcome=None, labels=None, boundaries=None, boundary_len=None,
-            baseline_labels=None, selection=None, point=None, losses={}, epoch=0,
+            baseline_labels=None, baseline_len=None, selection=None, point=None, losses={}, epoch=0,
             transform_info="",
         )
         if self.auto_train:
@@ -401,7 +404,7 @@ class Store(param.Parameterized):
         self._cancel_job()
         self._job = job
         self.param.update(running=True, status="training", epoch=0,
-                          epochs_total=settings["epochs"], eta_s=None, elapsed_s=None,
+                          epochs_total=settings["epochs"] or 0, eta_s=None, elapsed_s=None,
                           losses={}, jobs_started=self.jobs_started + 1)
         job.thread = threading.Thread(target=self._run, args=(job,), daemon=True,
                                       name=f"phyvae-dash-fit-{job.id}")
@@ -508,10 +511,12 @@ class Store(param.Parameterized):
             labels = pvd.segment(outcome.result, n_domains=n_domains)
             boundaries = pvd.boundary_map(labels)
             length = pvd.boundary_length(labels)
-            baseline = None
+            baseline = baseline_length = None
             if outcome.baseline is not None:
+                # Same number of domains, so that the two boundary lengths compare.
                 baseline = pvd.segment(outcome.baseline, n_domains=int(labels.max()) + 1)
-            outcome.segmentations[n_domains] = (labels, boundaries, length, baseline)
+                baseline_length = pvd.boundary_length(baseline)
+            outcome.segmentations[n_domains] = (labels, boundaries, length, baseline, baseline_length)
         return outcome.segmentations[n_domains]
 
     def _segment_in_background(self, outcome: Outcome):
@@ -585,7 +590,7 @@ class Store(param.Parameterized):
         self.param.update(**updates)
 
     def _show(self, outcome: Outcome, segmentation, finished_training: bool):
-        labels, boundaries, length, baseline_labels = segmentation
+        labels, boundaries, length, baseline_labels, baseline_length = segmentation
         result = outcome.result
         z_maps = result["z_mean"]
         reset = self.z_maps is None or self.z_maps.shape != z_maps.shape
@@ -594,6 +599,7 @@ class Store(param.Parameterized):
         self.param.update(
             result=result, outcome=outcome, z_maps=z_maps, labels=labels,
             boundaries=boundaries, boundary_len=length, baseline_labels=baseline_labels,
+            baseline_len=baseline_length,
             running=False, status="done", eta_s=0.0,
             elapsed_s=result.attrs.get("elapsed_s", self.elapsed_s),
             transform_info=f"{transform}: {reason}" if reason else str(transform),

@@ -224,7 +224,8 @@ def _read_hdf5(path: Path, options: dict) -> tuple[list[_Channel], str]:
     if layout == "USID":
         return _guarded(path, "USID HDF5", _read_usid, options), "USID"
     if layout == "HSPY":
-        return _guarded(path, "HyperSpy HDF5", _read_rsciio, options, "rsciio.hspy"), "rosettasciio:hspy"
+        fmt = "rosettasciio:hspy"
+        return _guarded(path, "HyperSpy HDF5", _read_rsciio, options, "rsciio.hspy"), fmt
     if layout == "EMD":
         return _guarded(path, "EMD HDF5", _read_rsciio, options, "rsciio.emd"), "rosettasciio:emd"
     raise DataError(
@@ -402,30 +403,33 @@ def _read_rsciio(path: Path, plugin: str, **options) -> list[_Channel]:
         title = str(general.get("title", "")) or (path.stem if len(signals) == 1 else f"signal {k}")
         quantity = str(signal.get("metadata", {}).get("Signal", {}).get("quantity", ""))
         units = m.group(1) if (m := re.search(r"\(([^()]*)\)\s*$", quantity)) else ""
-        coords = {}
+        # Per array axis: its name and calibrated values. Axis names can repeat or be
+        # empty in some files, so they are matched by position, not by name.
+        calibrated = []
         for ax, size in zip(axes, data.shape):
             if "axis" in ax:  # non-uniform axis
                 values = np.asarray(ax["axis"], float)
             else:
                 values = ax.get("offset", 0.0) + ax.get("scale", 1.0) * np.arange(size)
-            name = str(ax.get("name") or "")
-            coords[name] = (values, {"units": _clean_units(ax.get("units"))})
-        names = list(coords)
-        nav = [ax.get("navigate", False) for ax in axes]
+            calibrated.append((str(ax.get("name") or ""), values,
+                               {"units": _clean_units(ax.get("units"))}))
+        nav = [bool(ax.get("navigate", False)) for ax in axes]
         if data.ndim == 2:
             dims = ["y", "x"]
         elif data.ndim == 3 and sum(nav) == 2:  # spectrum image: navigation is the scan
-            dims = ["y", "x", _safe_dim_name(names[[not n for n in nav].index(True)] or "spectral")]
-            order = [i for i, n in enumerate(nav) if n] + [nav.index(False)]
+            signal_axis = nav.index(False)
+            order = [i for i, n in enumerate(nav) if n] + [signal_axis]
             data = np.transpose(data, order)
-            names = [names[i] for i in order]
+            calibrated = [calibrated[i] for i in order]
+            dims = ["y", "x", _safe_dim_name(calibrated[2][0] or "spectral")]
         else:
             raise DataError(
                 f"{path}: signal '{title}' has shape {data.shape}; load() reads 2-D images "
                 "and spectrum images (two scan axes and one signal axis)"
             )
-        coords = {d: coords[n] if n in coords else (np.arange(s, dtype=float), {"units": "px"})
-                  for d, n, s in zip(dims, names, data.shape)}
+        coords = {d: (values, attrs) for d, (_, values, attrs) in zip(dims, calibrated)}
+        for d, size in zip(dims, data.shape):  # a file without axis information
+            coords.setdefault(d, (np.arange(size, dtype=float), {"units": "px"}))
         metadata = {"title": title, "original_metadata": signal.get("original_metadata", {})}
         channels.append(_Channel(title, data, coords, units, metadata,
                                  dims[2] if data.ndim == 3 else None))
@@ -600,7 +604,8 @@ def _read_xarray(path: Path, variable=None) -> list[_Channel]:
         names = [v for v in ds.data_vars if {"y", "x"} <= set(ds[v].dims)]
         if variable is not None:
             if variable not in ds.data_vars:
-                raise DataError(f"{path}: no variable {variable!r}; variables: {list(ds.data_vars)}")
+                raise DataError(
+                    f"{path}: no variable {variable!r}; variables: {list(ds.data_vars)}")
             names = [variable]
         elif "image" in names:  # a saved phantom Dataset: its image is the data
             names = ["image"]
@@ -739,6 +744,10 @@ def _check_finite(image: xr.DataArray, path: Path, fill_nan) -> xr.DataArray:
     if isinstance(fill_nan, (int, float)) and not isinstance(fill_nan, bool):
         filled[bad] = fill_nan
     elif fill_nan in ("mean", "median"):
+        empty = bad.all(axis=spatial)
+        if np.any(empty):
+            raise DataError(f"{path}: {int(np.sum(empty))} channel(s) or spectral point(s) "
+                            f"are entirely NaN/Inf; fill_nan={fill_nan!r} has nothing to use")
         stat = np.nanmean if fill_nan == "mean" else np.nanmedian
         per_channel = stat(filled, axis=spatial, keepdims=True)  # one value per channel
         filled = np.where(bad, np.broadcast_to(per_channel, filled.shape), filled)

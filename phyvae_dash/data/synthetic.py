@@ -706,6 +706,8 @@ def two_phase_lattice(
             "angle_deg": float(angle_deg),
             "misorientation_deg": float(misorientation_deg),
             "phase_contrast": float(phase_contrast),
+            "n_pillars": n_pillars,
+            "pillar_radius_px": float(radius),
             "n_labels": 2,
             "patch_size": _patch_size(patch_size, shape),
             "stride": int(stride),
@@ -737,7 +739,7 @@ def _pillars(rng, shape, n, radius, roughness_px, tries=500):
     """Binary map of ``n`` non-overlapping, irregular round pillars.
 
     Each outline is a circle modulated by a few low harmonics; centres keep at least
-    ``2.3 * radius`` apart and inside the image, so every pillar is mostly visible.
+    ``2.6 * radius`` apart and inside the image, so every pillar is mostly visible.
     """
     ny, nx = shape
     centres = []
@@ -746,7 +748,7 @@ def _pillars(rng, shape, n, radius, roughness_px, tries=500):
         if len(centres) == n:
             break
         c = rng.uniform((margin, margin), (ny - margin, nx - margin))
-        if all(np.hypot(*(c - other)) >= 2.3 * radius for other in centres):
+        if all(np.hypot(*(c - other)) >= 2.6 * radius for other in centres):
             centres.append(c)
     if len(centres) < n:
         raise SettingsError(
@@ -759,7 +761,7 @@ def _pillars(rng, shape, n, radius, roughness_px, tries=500):
     inside = np.zeros(shape, dtype=bool)
     for cy, cx in centres:
         theta = np.arctan2(yy - cy, xx - cx)
-        wobble = sum(rng.uniform(0, 0.12) * np.cos(m * theta + rng.uniform(0, 2 * np.pi))
+        wobble = sum(rng.uniform(0, 0.08) * np.cos(m * theta + rng.uniform(0, 2 * np.pi))
                      for m in (2, 3, 4))
         inside |= np.hypot(yy - cy, xx - cx) <= radius * (1 + wobble)
     return inside.astype(np.int64)
@@ -826,7 +828,7 @@ def pfm_labyrinth(
     Examples
     --------
     >>> ds = pfm_labyrinth(shape=(96, 96), seed=0)
-    >>> list(ds.channel.values), ds.image.attrs["phase_channels"]
+    >>> ds.channel.values.tolist(), ds.image.attrs["phase_channels"]
     (['amplitude', 'phase'], ['phase'])
     """
     shape = _check_shape(shape)

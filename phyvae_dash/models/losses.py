@@ -7,12 +7,15 @@ length). Minimising it shortens domain walls, which is the phyVAE physics prior
 gradient.
 
 Normalisation (why the weight means the same at any tile size): `boundary_loss`
-divides each tile's TV by its number of grid points. Over random tile offsets the
-expected TV of a tile is (wall length per grid point of the whole map) x (tile area),
-so the normalised value estimates the *wall-length density* of the whole latent map
-(grid steps of wall, per grid point, per unit jump), whatever the tile size. Dividing by
-the tile side instead would make a straight wall across a tile cost 1 but the expected
-value grow with the tile side. ``z`` is in units of its prior scale (the prior is
+divides each tile's TV by its number of neighbouring pixel pairs per direction,
+``T (T - 1)`` for a ``T x T`` tile. Over random tile offsets the expected TV of a tile is
+(wall length per pixel pair of the whole map) x (pairs in the tile), so the normalised
+value is an unbiased estimate of the *wall-length density* of the whole latent map
+(grid steps of wall per grid point, per unit jump), whatever the tile size. (Dividing
+by the tile side instead would make a straight wall across a tile cost 1, but the
+expected value would grow with the tile side.) The loss then reads: total wall length
+of the latent maps divided by the number of patches, so ``boundary_weight`` is the
+price, in nats per patch-equivalent, of one grid step of wall with a unit jump. ``z`` is in units of its prior scale (the prior is
 N(0, 1)), so a jump of 1 means one prior standard deviation.
 """
 from __future__ import annotations
@@ -50,8 +53,8 @@ def boundary_loss(z_tiles: torch.Tensor, kind: str = "tv", eps: float = DEFAULT_
         Smoothing of the isotropic form near zero gradient (a flat map costs 0; a
         unit step costs ``1 - eps + O(eps^2)`` per wall step).
     normalize : bool
-        Divide each tile's TV by its number of grid points (wall-length density; see
-        the module docstring). ``False`` gives the raw wall length x jump height.
+        Divide each tile's TV by its number of pixel pairs per direction,
+        ``T (T - 1)`` (wall-length density; see the module docstring). ``False`` gives the raw wall length x jump height.
     reduction : {"mean", "none"}
         ``"mean"``: sum over latents, mean over tiles (a scalar);
         ``"none"``: ``(n_tiles, n_latents)``.
@@ -81,7 +84,8 @@ def boundary_loss(z_tiles: torch.Tensor, kind: str = "tv", eps: float = DEFAULT_
         tv = dy.abs() + dx.abs()
     tv = tv.sum(dim=(-2, -1))
     if normalize:
-        tv = tv / (z_tiles.shape[-2] * z_tiles.shape[-1])
+        ty, tx = z_tiles.shape[-2:]
+        tv = tv / max(1.0, (ty * (tx - 1) + (ty - 1) * tx) / 2)
     if reduction == "none":
         return tv
     return tv.sum(dim=1).mean()

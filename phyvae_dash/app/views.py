@@ -1,0 +1,820 @@
+"""Views of the dashboard: Panel `Viewer` components that read the :class:`Store`.
+
+Every view takes the store and draws from its parameters; the plots are HoloViews
+``DynamicMap``s whose streams are the store's parameters, so that a new result
+updates the existing Bokeh plot instead of rebuilding the page. User gestures
+(box/lasso selections, clicks) go back to the store through HoloViews streams and
+the store's ``select_*`` methods; the other views then redraw their highlights.
+
+Widgets are created in ``__init__`` (never as class attributes), so that each
+browser session gets its own.
+"""
+from __future__ import annotations
+
+import io
+import json
+import tempfile
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import holoviews as hv
+import panel as pn
+import param
+import xarray as xr
+from holoviews import streams
+from panel.viewable import Viewer
+
+from .store import Store
+
+hv.extension("bokeh", logo=False)
+
+#: Above this many scan positions the latent scatter is rasterized (datashader).
+RASTERIZE_POINTS = 40_000
+#: Colours of the highlight of brushed positions and of domain walls.
+HIGHLIGHT = "#ff2d55"
+WALL = "#ffffff"
+TRANSPARENT = "rgba(0, 0, 0, 0)"
+MAP_CMAP = "viridis"
+IMAGE_CMAP = "gray"
+DOMAIN_CMAP = "Category10"
+PLOT_WIDTH = 330
+MAP_WIDTH = 220
+LOSS_COLOURS = {"reconstruction": "#1f77b4", "kl": "#ff7f0e", "boundary": "#2ca02c"}
+CARD = dict(sizing_mode="stretch_width", margin=(5, 5), collapsible=False)
+
+
+def card(*objects, title: str, width: int | None = None, **kwargs) -> pn.Card:
+    """A titled card: fixed `width` in pixels, or stretching to fill the row."""
+    options = {**CARD, **({"sizing_mode": "fixed", "width": width} if width else {}), **kwargs}
+    return pn.Card(*objects, title=title, **options)
+
+
+def _dim(name: str, coord: xr.DataArray | None = None, label: str | None = None) -> hv.Dimension:
+    """A HoloViews dimension with the coordinate's units (physical axes)."""
+    units = (coord.attrs.get("units") if coord is not None else None) or None
+    return hv.Dimension(name, label=label or name, unit=units)
+
+
+def _grid_image(values: np.ndarray, grid: xr.DataArray, name: str = "value", **kw) -> hv.Image:
+    """An image of `values` (n_y, n_x) on the coordinates of `grid` (a (.., y, x) array)."""
+    x, y = grid["x"].values, grid["y"].values
+    return hv.Image((x, y, values), kdims=[_dim("x", grid["x"]), _dim("y", grid["y"])],
+                    vdims=[name], **kw)
+
+
+def _empty_image(name="value", like: xr.DataArray | None = None) -> hv.Image:
+    """A placeholder image; over `like`'s extent, so that it does not widen a plot's axes."""
+    if like is None:
+        return hv.Image((np.arange(2), np.arange(2), np.zeros((2, 2))), vdims=[name])
+    x, y = like["x"].values, like["y"].values
+    return hv.Image(([x[0], x[-1]], [y[0], y[-1]], np.zeros((2, 2))),
+                    kdims=[_dim("x", like["x"]), _dim("y", like["y"])], vdims=[name])
+
+
+def _mask_image(mask: np.ndarray | None, grid: xr.DataArray | None, name: str, colour: str,
+                alpha: float = 0.6, like: xr.DataArray | None = None) -> hv.Image:
+    """Positions where `mask` is True in `colour`, the others transparent."""
+    if grid is None:
+        element = _empty_image(name, like)
+    else:
+        values = np.zeros(grid.shape[-2:])
+        if mask is not None and mask.shape == values.shape:
+            values[mask] = 1.0
+        element = _grid_image(values, grid, name)
+    # A two-colour map whose first colour is transparent draws only the masked cells.
+    return element.opts(cmap=[TRANSPARENT, colour], clim=(0, 1), alpha=alpha, colorbar=False,
+                        tools=[], hover_tooltips=None)
+
+
+def _format_length(length) -> str:
+    if length is None:
+        return "–"
+    units = getattr(length, "units", None) or "px"
+    return f"{float(length):.4g} {units}"
+
+
+def display_image(store: Store) -> xr.DataArray | None:
+    """The 2-D image drawn under the overlays: the chosen (or first) channel, or for a
+    spectral map the mean spectrum intensity."""
+    data = store.data
+    if data is None:
+        return None
+    if store.kind == "channels":
+        channel = store.channel if store.channel != "all channels" else data["channel"].values[0]
+        return data.sel(channel=channel)
+    if store.kind == "spectral":
+        return data.mean(data.dims[2], keep_attrs=True)
+    return data
+
+
+class View(Viewer):
+    """Base class: a view of the store."""
+
+    store = param.ClassSelector(class_=Store)
+
+
+# ============================================================================ controls
+class Controls(View):
+    """Sidebar: data, model settings, segmentation, training buttons, device."""
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        store = self.store
+        self._syncing = False
+        # ---- data
+        self.dataset = pn.widgets.Select(name="Dataset", options=self._dataset_options(),
+                                         value=store.source if store.source in self._dataset_options() else None)
+        self.upload = pn.widgets.FileInput(
+            accept=".npy,.npz,.tif,.tiff,.png,.jpg,.jpeg,.h5,.hf5,.hdf5,.nc,.dm3,.dm4,.emd,.hspy,.ibw,.mrc,.sxm",
+            sizing_mode="stretch_width")
+        self.channel = pn.widgets.Select.from_param(store.param.channel, name="Channel")
+        # ---- model settings: sliders act on release (value_throttled), see _link_throttled
+        self.patch_size = pn.widgets.IntSlider(name="Patch size (px)", start=1, end=64, value=store.patch_size)
+        self.stride = pn.widgets.IntSlider(name="Stride (px)", start=1, end=32, value=store.stride)
+        self.latent_dim = pn.widgets.IntSlider(name="Latent dimensions", start=1, end=6, value=store.latent_dim)
+        self.log_weight = pn.widgets.FloatSlider(
+            name="Boundary weight (log₁₀)", start=-3.0, end=3.0, step=0.1,
+            value=float(np.log10(store.boundary_weight)) if store.boundary_weight > 0 else 1.0,
+            format="0.0")
+        self.weight_off = pn.widgets.Checkbox(name="Boundary loss off (weight 0)",
+                                              value=store.boundary_weight == 0)
+        self.weight_text = pn.pane.Markdown(self._weight_label(), margin=(-10, 10, 0, 10))
+        self.epochs_auto = pn.widgets.Checkbox(name="Epochs: automatic", value=store.epochs is None)
+        self.epochs = pn.widgets.IntSlider(name="Epochs", start=1, end=200, value=store.epochs or 30,
+                                           disabled=store.epochs is None)
+        self.model = pn.widgets.Select.from_param(store.param.model, name="Model variant")
+        self.transform = pn.widgets.Select.from_param(store.param.transform, name="Input transform")
+        self.transform_info = pn.pane.Markdown("", margin=(-10, 10, 0, 10), styles={"font-size": "0.85em"})
+        # ---- segmentation
+        self.domains_auto = pn.widgets.Checkbox(name="Number of domains: automatic (BIC)",
+                                                value=store.n_domains is None)
+        self.n_domains = pn.widgets.IntSlider(name="Domains", start=1, end=8, value=store.n_domains or 2,
+                                              disabled=store.n_domains is None)
+        self.compare = pn.widgets.Toggle.from_param(
+            store.param.compare, name="Compare with boundary weight 0", button_type="default")
+        # ---- actions
+        self.train = pn.widgets.Button(name="Train", button_type="primary", icon="player-play")
+        self.cancel = pn.widgets.Button(name="Cancel", button_type="warning", icon="player-stop",
+                                        disabled=not store.running)
+        self.auto_train = pn.widgets.Checkbox.from_param(store.param.auto_train,
+                                                         name="Retrain when a setting changes")
+        self.device = pn.pane.Markdown(self._device_text(), margin=(0, 10))
+        self.error = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width")
+
+        self._link_throttled(self.patch_size, "patch_size")
+        self._link_throttled(self.stride, "stride")
+        self._link_throttled(self.latent_dim, "latent_dim")
+        self.log_weight.param.watch(self._on_weight, "value_throttled")
+        self.weight_off.param.watch(self._on_weight, "value")
+        self.epochs.param.watch(self._on_epochs, "value_throttled")
+        self.epochs_auto.param.watch(self._on_epochs, "value")
+        self.n_domains.param.watch(self._on_domains, "value_throttled")
+        self.domains_auto.param.watch(self._on_domains, "value")
+        self.dataset.param.watch(self._on_dataset, "value")
+        self.upload.param.watch(self._on_upload, "value")
+        self.train.on_click(lambda event: store.train(force=True))
+        self.cancel.on_click(lambda event: store.cancel())
+        store.param.watch(self._sync_from_store, ["patch_size", "stride", "latent_dim",
+                                                  "boundary_weight", "epochs", "source"])
+        store.param.watch(self._on_running, ["running"])
+        store.param.watch(self._on_message, ["message"])
+        store.param.watch(lambda *events: setattr(self.transform_info, "object", self._transform_text()),
+                          ["transform_info"])
+
+    # -- store -> widgets (a new dataset brings recommended settings)
+    def _sync_from_store(self, *events):
+        # The widget watchers must not write these values back while they are shown.
+        self._syncing = True
+        try:
+            self._show_settings()
+        finally:
+            self._syncing = False
+
+    def _show_settings(self):
+        store = self.store
+        self.patch_size.value = store.patch_size
+        self.stride.value = store.stride
+        self.latent_dim.value = store.latent_dim
+        if store.boundary_weight > 0:
+            self.log_weight.value = float(np.log10(store.boundary_weight))
+        self.weight_off.value = store.boundary_weight == 0
+        self.weight_text.object = self._weight_label()
+        if store.epochs is not None:
+            self.epochs.value = store.epochs
+        self.epochs_auto.value = store.epochs is None
+        self.epochs.disabled = store.epochs is None
+        self.log_weight.disabled = store.boundary_weight == 0
+        self.dataset.options = self._dataset_options()
+        if store.source in self.dataset.options:
+            self.dataset.value = store.source
+
+    def _link_throttled(self, widget, name):
+        # Slider work happens on release only: dragging would start a fit per pixel.
+        def update(event):
+            if not self._syncing:
+                setattr(self.store, name, event.new)
+        widget.param.watch(update, "value_throttled")
+
+    def _on_weight(self, event):
+        if self._syncing:
+            return
+        weight = 0.0 if self.weight_off.value else round(10 ** self.log_weight.value, 4)
+        self.log_weight.disabled = self.weight_off.value
+        self.store.boundary_weight = weight
+        self.weight_text.object = self._weight_label()
+
+    def _on_epochs(self, event):
+        if self._syncing:
+            return
+        self.epochs.disabled = self.epochs_auto.value
+        self.store.epochs = None if self.epochs_auto.value else self.epochs.value
+
+    def _on_domains(self, event):
+        self.n_domains.disabled = self.domains_auto.value
+        self.store.n_domains = None if self.domains_auto.value else self.n_domains.value
+
+    def _on_dataset(self, event):
+        if not self._syncing and event.new and event.new != self.store.source:
+            self.store.load_dataset(event.new)
+
+    def _on_upload(self, event):
+        if event.new is not None:
+            self.store.upload(event.new, self.upload.filename or "upload.npy")
+
+    def _on_running(self, event):
+        self.cancel.disabled = not event.new
+
+    def _on_message(self, event):
+        message = event.new or {}
+        if message.get("level") == "error":
+            self.error.object = message["text"]
+            self.error.visible = True
+        elif message.get("level") == "success":
+            self.error.visible = False
+
+    def _dataset_options(self):
+        from .store import dataset_names
+        names = dataset_names()
+        if self.store.source and self.store.source not in names:
+            names = [self.store.source, *names]
+        return names
+
+    def _weight_label(self):
+        weight = self.store.boundary_weight
+        return f"boundary weight = **{weight:.4g}**" + (" (physics prior off)" if weight == 0 else "")
+
+    def _device_text(self):
+        return f"Device: **{self.store.device}**"
+
+    def _transform_text(self):
+        info = self.store.transform_info
+        return f"Input used: *{info}*" if info else ""
+
+    def __panel__(self):
+        return pn.Column(
+            pn.Card(self.dataset, pn.pane.Markdown("Or upload a file (.npy, .tif, .h5, .dm3, …):",
+                                                   margin=(0, 10)),
+                    self.upload, self.channel, title="Data", **CARD),
+            pn.Card(self.patch_size, self.stride, self.latent_dim, self.log_weight,
+                    self.weight_text, self.weight_off, self.epochs_auto, self.epochs, self.model,
+                    self.transform, self.transform_info, title="Model", **CARD),
+            pn.Card(self.domains_auto, self.n_domains, self.compare, title="Domains", **CARD),
+            pn.Row(self.train, self.cancel, sizing_mode="stretch_width"),
+            self.auto_train, self.device, self.error,
+            sizing_mode="stretch_width",
+        )
+
+
+# ============================================================================ real space
+class ImageView(View):
+    """The input image with the segmentation, the domain walls and the brushed positions."""
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        store = self.store
+        self.show_domains = pn.widgets.Checkbox(name="Domains", value=True, width=90)
+        self.show_walls = pn.widgets.Checkbox(name="Walls", value=True, width=80)
+        base = hv.DynamicMap(self._image, streams={"data": store.param.data, "channel": store.param.channel})
+        domains = hv.DynamicMap(self._domains, streams={"labels": store.param.labels,
+                                                        "show": self.show_domains.param.value})
+        walls = hv.DynamicMap(self._walls, streams={"boundaries": store.param.boundaries,
+                                                    "show": self.show_walls.param.value})
+        highlight = hv.DynamicMap(self._highlight, streams={"selection": store.param.selection,
+                                                            "z_maps": store.param.z_maps})
+        self.bounds = streams.BoundsXY(source=base)
+        self.tap = streams.Tap(source=base)
+        self.bounds.add_subscriber(lambda bounds: store.select_bounds(bounds))
+        self.tap.add_subscriber(lambda x, y: store.select_position(x, y))
+        self.plot = (base * domains * walls * highlight).opts(
+            hv.opts.Image(tools=["box_select", "tap"], active_tools=["box_select"]))
+        self.summary = pn.pane.Markdown(self._summary(), margin=(0, 10))
+        store.param.watch(lambda *events: setattr(self.summary, "object", self._summary()),
+                          ["boundary_len", "labels", "source"])
+
+    def _image(self, data=None, channel=None):
+        image = display_image(self.store)
+        if image is None:
+            return _empty_image("intensity")
+        name = str(image.name or image.attrs.get("long_name") or "intensity")
+        units = image.attrs.get("units")
+        element = hv.Image(image.transpose("y", "x"),
+                           kdims=[_dim("x", image["x"]), _dim("y", image["y"])],
+                           vdims=[hv.Dimension("value", label=name, unit=units)])
+        return element.opts(cmap=IMAGE_CMAP, colorbar=True, frame_width=PLOT_WIDTH + 60,
+                            data_aspect=1, title=f"{self.store.source}", tools=["hover"],
+                            toolbar="above")
+
+    def _domains(self, labels=None, show=True):
+        if labels is None or not show:
+            return _empty_image("domain", display_image(self.store)).opts(alpha=0, colorbar=False)
+        values = labels.values.astype(float)
+        values[values < 0] = np.nan
+        return _grid_image(values, labels, "domain").opts(
+            cmap=DOMAIN_CMAP, alpha=0.35, colorbar=False, clim=(0, 9))
+
+    def _walls(self, boundaries=None, show=True):
+        mask = None if boundaries is None or not show else boundaries.values.astype(bool)
+        return _mask_image(mask, boundaries, "wall", WALL, alpha=0.9, like=display_image(self.store))
+
+    def _highlight(self, selection=None, z_maps=None):
+        return _mask_image(selection, z_maps, "selected", HIGHLIGHT, alpha=0.55,
+                           like=display_image(self.store))
+
+    def _summary(self):
+        store = self.store
+        if store.labels is None:
+            return "*Domains appear when training has finished.*"
+        n = int(store.labels.max()) + 1
+        how = store.labels.attrs.get("n_domains_chosen_by", "")
+        how = " (chosen by BIC)" if how == "bic" else ""
+        return (f"**{n} domains**{how} · total boundary length **{_format_length(store.boundary_len)}**"
+                " · box-select here to brush the scatter, click for a patch")
+
+    def __panel__(self):
+        return card(pn.Row(self.show_domains, self.show_walls), self.plot, self.summary,
+                    title="Image, domains and walls", width=560)
+
+
+class LatentMaps(View):
+    """One real-space map per latent variable, with colour bars and physical axes."""
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self._n = None
+        self._row = pn.FlexBox(sizing_mode="stretch_width")
+        self.store.param.watch(self._rebuild, ["z_maps"])
+        self._rebuild()
+
+    def _rebuild(self, *events):
+        z_maps = self.store.z_maps
+        n = 0 if z_maps is None else z_maps.sizes["latent"]
+        if n == self._n:
+            return  # the DynamicMaps update themselves; only a new latent count rebuilds
+        self._n = n
+        if n == 0:
+            self._row[:] = [pn.pane.Markdown("*Latent maps appear after the first epoch.*")]
+            return
+        self._row[:] = [pn.pane.HoloViews(self._map(i), linked_axes=True) for i in range(n)]
+
+    def _map(self, index):
+        store = self.store
+        base = hv.DynamicMap(lambda z_maps: self._latent(z_maps, index),
+                             streams={"z_maps": store.param.z_maps})
+        highlight = hv.DynamicMap(
+            lambda selection, z_maps: _mask_image(selection, z_maps, "selected", HIGHLIGHT),
+            streams={"selection": store.param.selection, "z_maps": store.param.z_maps})
+        point = hv.DynamicMap(self._point, streams={"point": store.param.point, "z_maps": store.param.z_maps})
+        bounds = streams.BoundsXY(source=base)
+        tap = streams.Tap(source=base)
+        bounds.add_subscriber(lambda bounds: store.select_bounds(bounds))
+        tap.add_subscriber(lambda x, y: store.select_position(x, y))
+        return (base * highlight * point).opts(hv.opts.Image(tools=["box_select", "tap"],
+                                                             active_tools=["box_select"]))
+
+    def _latent(self, z_maps, index):
+        if z_maps is None or index >= z_maps.sizes["latent"]:
+            return _empty_image(f"z{index}")
+        values = z_maps.values[index]
+        return _grid_image(values, z_maps, f"z{index}").opts(
+            cmap=MAP_CMAP, colorbar=True, frame_width=MAP_WIDTH, data_aspect=1,
+            title=f"latent z{index}", framewise=True, tools=["hover"], toolbar="above")
+
+    def _point(self, point=None, z_maps=None):
+        if point is None or z_maps is None:
+            return hv.Points([]).opts(size=0)
+        row, column = point
+        if row >= z_maps.sizes["y"] or column >= z_maps.sizes["x"]:
+            return hv.Points([])
+        return hv.Points([(float(z_maps["x"][column]), float(z_maps["y"][row]))]).opts(
+            marker="x", size=14, color="white", line_width=3)
+
+    def __panel__(self):
+        return card(self._row, title="Latent maps (real space)", min_width=320)
+
+
+# ============================================================================ latent space
+class LatentScatter(View):
+    """Scatter of a pair of latents, coloured by a third or by domain; brushing source."""
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        store = self.store
+        self.x_latent = pn.widgets.Select(name="x", options=[0, 1], value=0, width=70)
+        self.y_latent = pn.widgets.Select(name="y", options=[0, 1], value=1, width=70)
+        self.colour = pn.widgets.Select(name="Colour by", options=["domain"], value="domain", width=110)
+        self.clear = pn.widgets.Button(name="Clear", button_type="light", width=70, align="end",
+                                       description="Clear the brushed positions")
+        self.clear.on_click(lambda event: store.clear_selection())
+        store.param.watch(self._update_options, ["z_maps"])
+        self._update_options()
+        self._holder = pn.pane.HoloViews(sizing_mode="fixed")
+        store.param.watch(self._maybe_rebuild, ["z_maps"])
+        self._rasterized = None
+        self._maybe_rebuild()
+
+    def _update_options(self, *events):
+        z_maps = self.store.z_maps
+        n = 2 if z_maps is None else z_maps.sizes["latent"]
+        options = list(range(n))
+        if self.x_latent.options != options:
+            self.x_latent.options = options
+            self.y_latent.options = options
+            self.x_latent.value, self.y_latent.value = 0, min(1, n - 1)
+            self.colour.options = ["domain"] + [f"z{i}" for i in options]
+
+    def _maybe_rebuild(self, *events):
+        z_maps = self.store.z_maps
+        many = z_maps is not None and z_maps.sizes["y"] * z_maps.sizes["x"] > RASTERIZE_POINTS
+        if many != self._rasterized:
+            self._rasterized = many
+            self._holder.object = self._plot(many)
+
+    def _stream_kw(self):
+        return {"z_maps": self.store.param.z_maps, "labels": self.store.param.labels,
+                "xi": self.x_latent.param.value, "yi": self.y_latent.param.value,
+                "colour": self.colour.param.value}
+
+    def _plot(self, rasterize):
+        store = self.store
+        points = hv.DynamicMap(self._points, streams=self._stream_kw())
+        highlight = hv.DynamicMap(self._highlight, streams={
+            "selection": store.param.selection, **self._stream_kw()})
+        point = hv.DynamicMap(self._point, streams={"point": store.param.point, **self._stream_kw()})
+        if rasterize:
+            from holoviews.operation.datashader import rasterize as _rasterize
+            import datashader as ds
+            shaded = _rasterize(points, aggregator=ds.count()).opts(
+                cmap="blues", cnorm="eq_hist", tools=["box_select"], active_tools=["box_select"],
+                frame_width=PLOT_WIDTH, frame_height=PLOT_WIDTH)
+            bounds = streams.BoundsXY(source=shaded)
+            bounds.add_subscriber(lambda bounds: store.select_latent_box(
+                bounds, (self.x_latent.value, self.y_latent.value)))
+            return shaded * highlight * point
+        selection = streams.Selection1D(source=points)
+        selection.add_subscriber(self._on_select)
+        return points * highlight * point
+
+    def _pairs(self, z_maps, xi, yi):
+        values = z_maps.values
+        return values[xi].ravel(), values[yi].ravel()
+
+    def _points(self, z_maps=None, labels=None, xi=0, yi=1, colour="domain"):
+        kdims = [f"z{xi}", f"z{yi}" if yi != xi else f"z{yi} "]
+        opts = dict(frame_width=PLOT_WIDTH, frame_height=PLOT_WIDTH, size=3, alpha=0.6,
+                    tools=["box_select", "lasso_select", "tap", "hover"], active_tools=["box_select"],
+                    nonselection_alpha=0.25, selection_color=HIGHLIGHT, framewise=True,
+                    title="Latent space", toolbar="above")
+        if z_maps is None:
+            return hv.Points([], kdims=kdims).opts(**opts)
+        zx, zy = self._pairs(z_maps, xi, yi)
+        if colour == "domain" and labels is not None and labels.size == zx.size:
+            c, cmap, name = labels.values.ravel().astype(float), DOMAIN_CMAP, "domain"
+            opts.update(clim=(0, 9))
+        elif colour.startswith("z") and int(colour[1:]) < z_maps.sizes["latent"]:
+            c, cmap, name = z_maps.values[int(colour[1:])].ravel(), MAP_CMAP, colour
+            opts.update(colorbar=True)
+        else:
+            c, cmap, name = np.zeros_like(zx), MAP_CMAP, "none"
+        return hv.Points((zx, zy, c), kdims=kdims, vdims=[name]).opts(color=name, cmap=cmap, **opts)
+
+    def _highlight(self, selection=None, z_maps=None, labels=None, xi=0, yi=1, colour="domain"):
+        if selection is None or z_maps is None or selection.shape != z_maps.shape[1:]:
+            return hv.Points([]).opts(size=0)
+        zx, zy = self._pairs(z_maps, xi, yi)
+        mask = selection.ravel()
+        return hv.Points((zx[mask], zy[mask])).opts(color=HIGHLIGHT, size=4, alpha=0.9)
+
+    def _point(self, point=None, z_maps=None, labels=None, xi=0, yi=1, colour="domain"):
+        if point is None or z_maps is None:
+            return hv.Points([]).opts(size=0)
+        row, column = point
+        if row >= z_maps.sizes["y"] or column >= z_maps.sizes["x"]:
+            return hv.Points([])
+        values = z_maps.values
+        return hv.Points([(values[xi, row, column], values[yi, row, column])]).opts(
+            marker="x", size=14, color="black", line_width=3)
+
+    def _on_select(self, index):
+        if not index:
+            return  # an empty selection also comes from redraws: clearing is a button
+        if len(index) == 1:
+            shape = self.store.z_maps.shape[1:]
+            self.store.point = tuple(int(v) for v in np.unravel_index(index[0], shape))
+        self.store.select_indices(index)
+
+    def __panel__(self):
+        return card(pn.Row(self.x_latent, self.y_latent, self.colour, self.clear),
+                       self._holder,
+                       pn.pane.Markdown("Box or lasso to brush the maps; click a point for its patch.",
+                                        margin=(0, 10), styles={"font-size": "0.85em"}),
+                       title="Latent space", width=480)
+
+
+# ============================================================================ patches / spectra
+class PatchView(View):
+    """The model input at the chosen position next to its reconstruction.
+
+    For spectral data: the spectrum and its reconstruction, and the mean spectrum of
+    the brushed positions.
+    """
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        store = self.store
+        # A function pane, not a DynamicMap: the plot is a Layout of patches or curves.
+        self._pane = pn.panel(pn.bind(self._plot, point=store.param.point, outcome=store.param.outcome,
+                                      selection=store.param.selection))
+        self.caption = pn.pane.Markdown("", margin=(0, 10), styles={"font-size": "0.85em"})
+        store.param.watch(self._caption, ["point", "outcome"])
+        self._caption()
+
+    def _position(self):
+        outcome = self.store.outcome
+        if outcome is None or outcome.inputs is None:
+            return None
+        ny, nx = outcome.inputs.shape[:2]
+        point = self.store.point or (ny // 2, nx // 2)
+        if point[0] >= ny or point[1] >= nx:
+            return None
+        return point
+
+    def _caption(self, *events):
+        point, z = self._position(), self.store.z_maps
+        if point is None or z is None or point[0] >= z.sizes["y"] or point[1] >= z.sizes["x"]:
+            self.caption.object = "*Click a position on a map or in the scatter.*"
+            return
+        y, x = float(z["y"][point[0]]), float(z["x"][point[1]])
+        units = z["x"].attrs.get("units", "px")
+        chosen = "" if self.store.point else " (centre; click to choose)"
+        self.caption.object = f"Position x = {x:.4g} {units}, y = {y:.4g} {units}{chosen}"
+
+    def _plot(self, point=None, outcome=None, selection=None):
+        position = self._position()
+        if position is None:
+            return hv.Curve([]).opts(frame_width=PLOT_WIDTH, frame_height=200, title="No result yet")
+        inputs = outcome.inputs[position]
+        recon = None
+        if outcome.reconstruction is not None and outcome.reconstruction.shape == outcome.inputs.shape:
+            recon = outcome.reconstruction[position]
+        if inputs.ndim == 1:
+            return self._spectra(inputs, recon, outcome, selection)
+        return self._patches(inputs, recon)
+
+    def _spectral_axis(self, n):
+        data = self.store.data
+        if data is not None and data.ndim == 3 and data.sizes[data.dims[2]] == n:
+            coord = data[data.dims[2]]
+            return coord.values.astype(float), _dim(str(data.dims[2]), coord)
+        return np.arange(n), hv.Dimension("feature")
+
+    def _spectra(self, inputs, recon, outcome, selection):
+        axis, dim = self._spectral_axis(inputs.size)
+        value = hv.Dimension("signal", label="signal (model input)")
+        curves = [hv.Curve((axis, inputs), dim, value, label="spectrum").opts(color="black")]
+        if recon is not None:
+            curves.append(hv.Curve((axis, recon), dim, value, label="reconstruction").opts(
+                color="#1f77b4", line_dash="dashed"))
+        if selection is not None and selection.shape == outcome.inputs.shape[:2]:
+            mean = outcome.inputs[selection].mean(axis=0)
+            curves.append(hv.Curve((axis, mean), dim, value,
+                                   label=f"mean of {int(selection.sum())} brushed").opts(color=HIGHLIGHT))
+        return hv.Overlay(curves).opts(frame_width=PLOT_WIDTH, frame_height=220, legend_position="top_left",
+                                       title="Spectrum at the position")
+
+    def _patches(self, inputs, recon):
+        # Patch inputs are (C, p, p): one column per channel, input above reconstruction.
+        inputs = inputs[None] if inputs.ndim == 2 else inputs
+        recon = None if recon is None else (recon[None] if recon.ndim == 2 else recon)
+        n_channels, p = inputs.shape[0], inputs.shape[-1]
+        size = 150 if n_channels == 1 else max(70, 260 // n_channels)
+        tiles = []
+        for row, (what, patches) in enumerate((("input", inputs), ("reconstruction", recon))):
+            if patches is None:
+                continue
+            for c in range(n_channels):
+                low, high = float(np.nanmin(inputs[c])), float(np.nanmax(inputs[c]))
+                title = what if n_channels == 1 else f"{what} ch{c}"
+                tiles.append(hv.Image(patches[c][::-1], bounds=(0, 0, p, p)).opts(
+                    cmap=IMAGE_CMAP, frame_width=size, frame_height=size, xaxis=None, yaxis=None,
+                    clim=(low, high if high > low else low + 1), title=title, toolbar=None))
+        return hv.Layout(tiles).cols(n_channels).opts(shared_axes=False)
+
+    def __panel__(self):
+        return card(self._pane, self.caption, title="Patch / spectrum at a position", width=420)
+
+
+class ManifoldView(View):
+    """Patches (or spectra) decoded on a grid over the z0–z1 latent plane."""
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self._pane = pn.panel(pn.bind(self._plot, outcome=self.store.param.outcome))
+
+    def _plot(self, outcome=None):
+        manifold = None if outcome is None else outcome.manifold
+        if manifold is None:
+            return hv.Image(np.full((2, 2), np.nan)).opts(
+                frame_width=PLOT_WIDTH - 50, frame_height=PLOT_WIDTH - 50, xaxis=None, yaxis=None,
+                title="Decoded manifold (after training)")
+        if isinstance(manifold, xr.DataArray) and "channel" in manifold.dims:
+            manifold = manifold.isel(channel=0)  # multi-channel patches: the first channel
+        values = np.asarray(getattr(manifold, "values", manifold), dtype=float)
+        if values.ndim == 5:  # (gy, gx, C, p, p): first channel
+            values = values[:, :, 0]
+        if values.ndim == 4:  # (gy, gx, p, p): tile into one mosaic
+            gy, gx, py, px = values.shape
+            mosaic = values.transpose(0, 2, 1, 3).reshape(gy * py, gx * px)
+            return hv.Image(mosaic[::-1], bounds=(0, 0, gx, gy),
+                            kdims=["z0 (grid step)", "z1 (grid step)"]).opts(
+                cmap=IMAGE_CMAP, frame_width=PLOT_WIDTH - 50, frame_height=PLOT_WIDTH - 50,
+                title="Decoded latent manifold (z0, z1)")
+        if values.ndim == 3:  # (gy, gx, F): small spectra on a grid
+            gy, gx, n = values.shape
+            low, high = np.nanmin(values), np.nanmax(values)
+            scaled = (values - low) / (high - low or 1.0)
+            paths = [np.column_stack([j + 0.05 + 0.9 * np.arange(n) / (n - 1), i + 0.05 + 0.9 * scaled[i, j]])
+                     for i in range(gy) for j in range(gx)]
+            return hv.Path(paths, kdims=["z0 (grid step)", "z1 (grid step)"]).opts(
+                color="#1f77b4", frame_width=PLOT_WIDTH - 50, frame_height=PLOT_WIDTH - 50,
+                title="Decoded spectra over (z0, z1)")
+        return hv.Image(np.full((2, 2), np.nan)).opts(title="Manifold: unknown shape")
+
+    def __panel__(self):
+        return card(self._pane, title="Latent manifold", min_width=340)
+
+
+# ============================================================================ training
+class TrainingView(View):
+    """Progress bar with epoch and time left, and the loss curves as they stream in."""
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        store = self.store
+        self.bar = pn.indicators.Progress(value=0, max=1, bar_color="primary", sizing_mode="stretch_width",
+                                          height=14)
+        self.text = pn.pane.Markdown(self._text(), margin=(0, 10))
+        self._losses = pn.pane.HoloViews(
+            hv.DynamicMap(self._curves, streams={"losses": store.param.losses}))
+        store.param.watch(self._update, ["epoch", "epochs_total", "status", "running", "eta_s"])
+
+    def _update(self, *events):
+        store = self.store
+        total = max(store.epochs_total, 1)
+        self.bar.max = total
+        self.bar.value = min(store.epoch, total) if store.status != "done" else total
+        self.bar.active = store.running and store.epoch == 0
+        self.text.object = self._text()
+
+    def _text(self):
+        store = self.store
+        if store.status in ("training", "comparison"):
+            what = "Training" if store.status == "training" else "Training the weight-0 comparison"
+            left = f", about {store.eta_s:.0f} s left" if store.eta_s is not None else ""
+            return f"{what}: epoch **{store.epoch} / {store.epochs_total or '…'}**{left}"
+        if store.status == "done" and store.elapsed_s is not None:
+            return f"Done in {store.elapsed_s:.1f} s ({store.epochs_total} epochs)"
+        return store.status.capitalize()
+
+    def _curves(self, losses=None):
+        # Always the same three curves (possibly empty): Bokeh keeps one legend that way.
+        losses = {name.removeprefix("loss_"): values for name, values in (losses or {}).items()}
+        curves = []
+        for name, colour in LOSS_COLOURS.items():
+            values = losses.get(name, [])
+            curves.append(hv.Curve((np.arange(1, len(values) + 1), np.asarray(values, dtype=float)),
+                                   "epoch", hv.Dimension("loss"), label=name).opts(color=colour))
+        return hv.Overlay(curves).opts(frame_width=PLOT_WIDTH, frame_height=170, legend_position="top_right",
+                                       title="Loss per epoch", framewise=True)
+
+    def __panel__(self):
+        return card(self.bar, self.text, self._losses, title="Training", width=480)
+
+
+class ComparisonView(View):
+    """Side by side: the current boundary weight and weight 0 (the physics prior's effect)."""
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self._pane = pn.panel(pn.bind(self._plot, outcome=self.store.param.outcome,
+                                      labels=self.store.param.baseline_labels))
+
+    def _plot(self, outcome=None, labels=None):
+        store = self.store
+        if outcome is None or outcome.baseline is None or labels is None or store.labels is None:
+            return hv.Layout([hv.Image(np.zeros((2, 2))).opts(
+                title="Switch 'Compare' on to also train with weight 0", frame_width=PLOT_WIDTH,
+                frame_height=40, xaxis=None, yaxis=None, cmap=["#f5f5f5"], toolbar=None)])
+        weight = outcome.result.attrs.get("boundary_weight", store.boundary_weight)
+        panels = []
+        for name, result, domains, length in (
+                (f"weight {weight:g}", outcome.result, store.labels, store.boundary_len),
+                ("weight 0", outcome.baseline, labels, store.baseline_len)):
+            z = result["z_mean"]
+            panels.append(_grid_image(z.values[0], z, "z0").opts(
+                cmap=MAP_CMAP, frame_width=MAP_WIDTH - 30, data_aspect=1, title=f"z0, {name}",
+                colorbar=True))
+            values = domains.values.astype(float)
+            values[values < 0] = np.nan
+            panels.append(_grid_image(values, domains, "domain").opts(
+                cmap=DOMAIN_CMAP, clim=(0, 9), frame_width=MAP_WIDTH - 30, data_aspect=1,
+                title=f"walls {_format_length(length)}"))
+        return hv.Layout(panels).cols(4).opts(shared_axes=True)
+
+    def __panel__(self):
+        return card(self._pane, title="Physics prior on / off", min_width=340)
+
+
+# ============================================================================ export
+class ExportView(View):
+    """Downloads: the result (NetCDF), labels (TIFF/PNG), model weights, settings (JSON)."""
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        kw = dict(button_type="light", sizing_mode="stretch_width", disabled=True)
+        self.netcdf = pn.widgets.FileDownload(callback=self._netcdf, filename="phyvae_result.nc",
+                                              label="Result (NetCDF)", **kw)
+        self.weights = pn.widgets.FileDownload(callback=self._weights, filename="phyvae_model.safetensors",
+                                               label="Model weights", **kw)
+        self.tiff = pn.widgets.FileDownload(callback=partial(self._labels, "tiff"),
+                                            filename="phyvae_labels.tif", label="Labels (TIFF)", **kw)
+        self.png = pn.widgets.FileDownload(callback=partial(self._labels, "png"),
+                                           filename="phyvae_labels.png", label="Labels (PNG)", **kw)
+        self.settings = pn.widgets.FileDownload(callback=self._settings, filename="phyvae_settings.json",
+                                                label="Settings (JSON)", **kw)
+        self.store.param.watch(self._enable, ["result", "labels"])
+        self._enable()
+
+    def _enable(self, *events):
+        has_result, has_labels = self.store.result is not None, self.store.labels is not None
+        self.netcdf.disabled = self.weights.disabled = self.settings.disabled = not has_result
+        self.tiff.disabled = self.png.disabled = not has_labels
+
+    def _saved(self):
+        """The result saved by the model layer (NetCDF + weights) into a fresh folder."""
+        from phyvae_dash.models import persist
+        folder = Path(tempfile.mkdtemp(prefix="phyvae-dash-export-"))
+        path = folder / "result.nc"
+        persist.save(self.store.result, path)
+        return folder, path
+
+    def _netcdf(self):
+        folder, path = self._saved()
+        return io.BytesIO(path.read_bytes())
+
+    def _weights(self):
+        folder, path = self._saved()
+        others = [p for p in folder.iterdir() if p != path and p.is_file()]
+        if not others:
+            self.store.notify("This result has no weights file to export.", "error")
+            return io.BytesIO()
+        self.weights.filename = f"phyvae_model{others[0].suffix}"
+        return io.BytesIO(others[0].read_bytes())
+
+    def _labels(self, fmt):
+        labels = np.asarray(self.store.labels.values)
+        # Raw label values (0..n-1, 255 for positions without a label), one pixel per position.
+        data = np.where(labels < 0, 255, labels).astype(np.uint8)
+        buffer = io.BytesIO()
+        if fmt == "tiff":
+            import tifffile
+            tifffile.imwrite(buffer, data)
+        else:
+            import imageio.v3 as iio
+            buffer.write(iio.imwrite("<bytes>", data, extension=".png"))
+        buffer.seek(0)
+        return buffer
+
+    def _settings(self):
+        store = self.store
+        record = {"settings": store.settings(),
+                  "result_attrs": {k: v for k, v in (store.result.attrs if store.result is not None else {}).items()
+                                   if isinstance(v, (str, int, float, bool, list))},
+                  "n_domains_found": None if store.labels is None else int(store.labels.max()) + 1,
+                  "boundary_length": None if store.boundary_len is None else float(store.boundary_len),
+                  "boundary_length_units": getattr(store.boundary_len, "units", None)}
+        return io.BytesIO(json.dumps(record, indent=2, default=str).encode())
+
+    def __panel__(self):
+        return pn.Card(self.netcdf, self.weights, self.tiff, self.png, self.settings,
+                       title="Export", collapsed=True, **{k: v for k, v in CARD.items() if k != "collapsible"})

@@ -1,0 +1,144 @@
+"""`fit`: result layout, callback, cancel, reproducibility, divergence, settings, quality."""
+import threading
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from sklearn.metrics import adjusted_rand_score
+
+import phyvae_dash as pvd
+from phyvae_dash.errors import FitCancelled, FitDiverged, SettingsError
+from phyvae_dash.models import train
+from phyvae_dash.models.train import DEFAULT_BOUNDARY_WEIGHT, Progress, auto_epochs, pick_device
+
+FAST = dict(patch_size=8, stride=2, epochs=3, device="cpu")
+
+
+def halves(n=48, noise=0.1, seed=0):
+    """Left/right halves of different intensity, with pixel coordinates in nm."""
+    rng = np.random.default_rng(seed)
+    img = np.where(np.arange(n)[None, :] < n // 2, 0.2, 0.8) + noise * rng.normal(size=(n, n))
+    c = np.arange(n) * 0.5
+    return xr.DataArray(img, dims=("y", "x"), coords={"y": ("y", c, {"units": "nm"}),
+                                                      "x": ("x", c, {"units": "nm"})})
+
+
+def truth_on_grid(result, n=48):
+    return np.broadcast_to(result.x.values < (n // 2) * 0.5, (result.sizes["y"], result.sizes["x"])).ravel()
+
+
+def test_result_layout():
+    img = halves()
+    r = pvd.fit(img, latent_dim=3, **FAST)
+    assert r.z_mean.dims == ("latent", "y", "x") and r.z_std.dims == ("latent", "y", "x")
+    assert r.sizes == {"latent": 3, "y": 21, "x": 21, "epoch": 3}
+    assert r.x.attrs["units"] == "nm" and float(r.x[0]) == pytest.approx(1.75)  # centre of 0..3.5
+    for k in ("loss_total", "loss_reconstruction", "loss_kl", "loss_boundary"):
+        assert r[k].dims == ("epoch",) and np.isfinite(r[k]).all()
+    a = r.attrs
+    for key in ("patch_size", "stride", "latent_dim", "boundary_weight", "model", "transform",
+                "epochs", "device", "seed", "elapsed_s", "model_id", "torch_version", "likelihood"):
+        assert key in a, key
+    assert a["boundary_weight"] == DEFAULT_BOUNDARY_WEIGHT and a["device"] == "cpu"
+    assert all(isinstance(v, (str, int, float, list)) for v in a.values())
+    assert (r.z_std > 0).all()
+
+
+def test_numpy_and_multichannel_inputs():
+    rng = np.random.default_rng(1)
+    r = pvd.fit(rng.random((32, 32)), patch_size=8, stride=4, epochs=1, device="cpu")
+    assert r.sizes["y"] == 7
+    img = xr.DataArray(rng.random((32, 32, 3)), dims=("y", "x", "channel"),
+                       coords={"channel": ["a", "b", "c"]})
+    r = pvd.fit(img, patch_size=8, stride=4, epochs=1, device="cpu", transform="patch")
+    assert r.pvd.model.input_shape == (3, 8, 8)
+
+
+def test_callback_every_epoch_with_maps():
+    seen: list[Progress] = []
+    r = pvd.fit(halves(), callback=seen.append, map_every=2, **{**FAST, "epochs": 4})
+    assert [p.epoch for p in seen] == [1, 2, 3, 4] and all(p.epochs == 4 for p in seen)
+    assert seen[0].z_mean is None and seen[1].z_mean.shape == (2, 21, 21)
+    assert np.allclose(seen[-1].z_mean, r.z_mean.values, atol=1e-5)
+    assert set(seen[0].losses) == {"loss_total", "loss_reconstruction", "loss_kl", "loss_boundary"}
+    assert seen[-1].eta_s == 0 and seen[0].eta_s >= 0 and seen[-1].elapsed_s > 0
+
+
+def test_cancel_stops_within_one_epoch():
+    cancel = threading.Event()
+    epochs = []
+
+    def cb(p):
+        epochs.append(p.epoch)
+        if p.epoch == 2:
+            cancel.set()
+
+    with pytest.raises(FitCancelled):
+        pvd.fit(halves(), callback=cb, cancel=cancel, **{**FAST, "epochs": 50})
+    assert epochs == [1, 2]
+
+
+def test_seed_reproducible_on_cpu():
+    a = pvd.fit(halves(), seed=3, **FAST)
+    b = pvd.fit(halves(), seed=3, **FAST)
+    c = pvd.fit(halves(), seed=4, **FAST)
+    assert np.array_equal(a.z_mean.values, b.z_mean.values)
+    assert np.array_equal(a.loss_total.values, b.loss_total.values)
+    assert not np.array_equal(a.z_mean.values, c.z_mean.values)
+    assert a.attrs["model_id"] != b.attrs["model_id"]
+
+
+def test_nan_raises_fit_diverged(monkeypatch):
+    from phyvae_dash.models.vae import BaseVAE
+
+    original = BaseVAE.loss_terms
+
+    def poisoned(self, x, sample=True):
+        terms = original(self, x, sample)
+        terms["reconstruction"] = terms["reconstruction"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(BaseVAE, "loss_terms", poisoned)
+    with pytest.raises(FitDiverged, match="diverged at epoch 1"):
+        pvd.fit(halves(), **FAST)
+
+
+@pytest.mark.parametrize("kw", [
+    dict(patch_size=64), dict(patch_size=1), dict(stride=0), dict(latent_dim=0),
+    dict(boundary_weight=-1.0), dict(model="gan"), dict(epochs=0), dict(boundary_loss="l3"),
+])
+def test_bad_settings_raise(kw):
+    with pytest.raises(SettingsError):
+        pvd.fit(halves(), **{**FAST, **kw})
+
+
+def test_nan_image_rejected():
+    img = halves()
+    img[3, 3] = np.nan
+    with pytest.raises(SettingsError, match="NaN"):
+        pvd.fit(img, **FAST)
+
+
+def test_pick_device_and_auto_epochs():
+    assert pick_device("auto").type in ("cuda", "mps", "cpu")
+    assert pick_device("cpu") == torch.device("cpu")
+    assert auto_epochs(3721) == 32 and auto_epochs(10) == train.MAX_EPOCHS
+    assert auto_epochs(10**7) == train.MIN_EPOCHS
+
+
+def test_reference_boundary_and_none_run():
+    ref = pvd.fit(halves(), boundary_loss="reference", **FAST)
+    assert ref.attrs["boundary_weight"] == train.DEFAULT_REFERENCE_WEIGHT
+    assert (ref.loss_boundary >= 0).all()
+    none = pvd.fit(halves(), boundary_loss="none", **FAST)
+    assert (none.loss_boundary == 0).all()
+
+
+def test_two_level_image_is_segmented():
+    from sklearn.mixture import GaussianMixture
+
+    r = pvd.fit(halves(noise=0.15), patch_size=8, stride=2, epochs=15, device="cpu", transform="patch")
+    z = r.z_mean.values.reshape(r.sizes["latent"], -1).T
+    labels = GaussianMixture(2, random_state=0).fit_predict(z)
+    assert adjusted_rand_score(truth_on_grid(r), labels) >= 0.9
