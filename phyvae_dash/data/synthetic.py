@@ -837,7 +837,7 @@ def pfm_labyrinth(
     k0 = 1.0 / (2.0 * domain_width_px)
 
     def ring(ky, kx):
-        return np.exp(-((np.hypot(ky, kx) - k0) ** 2) / (2 * (0.3 * k0) ** 2))
+        return np.exp(-((np.hypot(ky, kx) - k0) ** 2) / (2 * (RINGW * k0) ** 2))
 
     field = _fourier_noise(rng, shape, ring, pad=int(2 * domain_width_px))
     up = field > np.median(field)

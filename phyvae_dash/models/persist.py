@@ -11,7 +11,7 @@ Examples
 --------
 >>> import numpy as np, xarray as xr, phyvae_dash as pvd
 >>> img = xr.DataArray(np.random.default_rng(0).random((32, 32)), dims=("y", "x"))
->>> result = pvd.fit(img, patch_size=8, stride=4, epochs=2, device="cpu")
+>>> result = pvd.fit(img, patch_size=8, stride=4, epochs=2, device="cpu", transform="patch")
 >>> result.pvd.decode(result.z_mean.isel(y=0, x=0)).dims
 ('wy', 'wx')
 """
@@ -123,7 +123,7 @@ class PvdAccessor:
     --------
     >>> import numpy as np, xarray as xr, phyvae_dash as pvd
     >>> img = xr.DataArray(np.random.default_rng(0).random((32, 32)), dims=("y", "x"))
-    >>> result = pvd.fit(img, patch_size=8, stride=4, epochs=2, device="cpu")
+    >>> result = pvd.fit(img, patch_size=8, stride=4, epochs=2, device="cpu", transform="patch")
     >>> result.pvd.manifold(n=3).dims
     ('u', 'v', 'wy', 'wx')
     """
@@ -259,7 +259,8 @@ def _netcdf_attrs(attrs: dict) -> dict:
             if not v:
                 v = ""
             elif not all(isinstance(e, (int, float, np.number)) for e in v):
-                v = [str(e) for e in v]
+                # h5netcdf writes variable-length strings only from object arrays.
+                v = np.array([str(e) for e in v], dtype=object)
         elif isinstance(v, dict):
             v = json.dumps(v)
         out[k] = v
@@ -310,7 +311,7 @@ def save(result: xr.Dataset, path) -> Path:
     --------
     >>> import tempfile, numpy as np, xarray as xr, phyvae_dash as pvd
     >>> img = xr.DataArray(np.random.default_rng(0).random((32, 32)), dims=("y", "x"))
-    >>> result = pvd.fit(img, patch_size=8, stride=4, epochs=1, device="cpu")
+    >>> result = pvd.fit(img, patch_size=8, stride=4, epochs=1, device="cpu", transform="patch")
     >>> path = save(result, tempfile.mkdtemp() + "/fit.nc")
     >>> bool(np.allclose(open_result(path).z_mean, result.z_mean))
     True
@@ -344,6 +345,8 @@ def open_result(path) -> xr.Dataset:
     with xr.open_dataset(path, engine="h5netcdf") as f:
         ds = f.load()
     ds.encoding["source"] = str(path)
+    # NetCDF returns list attrs as arrays; give back the lists that were saved.
+    ds.attrs = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in ds.attrs.items()}
     weights = path.with_suffix(".safetensors")
     model_id = ds.attrs.get("encoded_with", ds.attrs.get("model_id"))
     if weights.exists() and model_id:

@@ -92,12 +92,12 @@ def auto_epochs(n_patches: int, model: str = "vae") -> int:
 
     Deterministic (not timed), so that a seed reproduces a result on any machine.
     On the default demo (256 x 256 image, patch 16, stride 4: 3721 patches) the plain
-    VAE gets 33 epochs.
+    VAE gets 32 epochs.
 
     Examples
     --------
     >>> auto_epochs(3721), auto_epochs(100)
-    (33, 200)
+    (32, 200)
     """
     return int(min(MAX_EPOCHS, max(MIN_EPOCHS, round(VISITS[model] / max(n_patches, 1)))))
 
