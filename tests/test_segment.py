@@ -208,3 +208,16 @@ def test_a_collapsed_latent_does_not_spoil_the_clustering():
     assert _ari(labels, truth) == 1.0
     with pytest.raises(SettingsError, match="standardize"):
         segment(fit, n_domains=3, standardize="minmax")
+
+
+def test_segment_a_real_fit_result():
+    pvd = pytest.importorskip("phyvae_dash")
+    image = np.zeros((40, 40))
+    image[:, 20:] = 1.0
+    image += np.random.default_rng(0).normal(0, 0.05, image.shape)
+    result = pvd.fit(xr.DataArray(image, dims=("y", "x")), patch_size=8, stride=4,
+                     epochs=2, device="cpu")
+    labels = pvd.segment(result, n_domains=2)
+    assert labels.dims == ("y", "x") and labels.shape == result.z_mean.shape[1:]
+    assert labels.attrs["fit_patch_size"] == 8 and labels.attrs["fit_model"] == "vae"
+    assert float(pvd.boundary_length(labels)) >= 0

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import xarray as xr
+from scipy import ndimage
 
 from phyvae_dash.data import synthetic
 from phyvae_dash.errors import SettingsError
@@ -153,6 +154,17 @@ def test_periods_are_incommensurate_with_strides(phantoms, kind):
             assert abs(ratio - round(ratio)) > 0.05, (period, stride)
 
 
+@pytest.mark.parametrize("kind", synthetic.KINDS)
+def test_netcdf_round_trip(kind, tmp_path):
+    ds = synthetic.make(kind, shape=(48, 48), seed=2)
+    path = tmp_path / f"{kind}.nc"
+    ds.to_netcdf(path, engine="h5netcdf")
+    back = xr.load_dataset(path, engine="h5netcdf")
+    xr.testing.assert_allclose(ds, back)
+    assert back.boundaries.dtype == bool
+    assert back.x.attrs["units"] == ds.x.attrs["units"]
+
+
 # ---------------------------------------------------------------- labels match the image
 
 
@@ -212,11 +224,9 @@ def test_nio_lsmo_phases_differ_in_lattice_not_in_mean_intensity():
 
 
 def test_nio_lsmo_has_several_pillars():
-    from scipy import ndimage
-
     ds = synthetic.two_phase_lattice(shape=(96, 96), seed=0)
     _, n_pillars = ndimage.label(ds.labels.values == 1)
-    assert n_pillars == ds.attrs.get("n_pillars", 3)
+    assert n_pillars == ds.attrs["n_pillars"] == 3
 
 
 def test_pfm_phase_sign_and_wall_dip_match_labels():
@@ -233,16 +243,9 @@ def test_pfm_phase_sign_and_wall_dip_match_labels():
     assert abs(phase[labels == 0].mean() + ds.attrs["phase_deg"]) < 15
     # Walls are dark in amplitude; up and down domains are equally bright.
     assert np.median(amplitude[walls]) < 0.8 * np.median(amplitude[~walls])
-    far = ndimage_far_from_walls(labels, 3)
+    far = ndimage.distance_transform_edt(~walls) > 3
     up, down = amplitude[far & (labels == 1)].mean(), amplitude[far & (labels == 0)].mean()
     assert abs(up - down) < 0.05
-
-
-def ndimage_far_from_walls(labels, distance):
-    from scipy import ndimage
-
-    walls = synthetic.label_boundaries(labels)
-    return ndimage.distance_transform_edt(~walls) > distance
 
 
 # ---------------------------------------------------------------- settings and errors

@@ -22,6 +22,7 @@ from ..errors import DataError, SettingsError
 
 METHODS = ("gmm", "kmeans", "otsu")
 MAX_DOMAINS = 8
+CRITERIA = ("bic", "icl")
 # multi-Otsu searches all threshold combinations: beyond 5 classes it gets slow.
 MAX_OTSU_CLASSES = 5
 # BIC model selection fits up to MAX_DOMAINS mixtures; a random subset of this many
@@ -120,21 +121,27 @@ def _standardise(vectors: np.ndarray, how: str | None) -> np.ndarray:
 
 
 # -------------------------------------------------------------------------- clustering
-def _choose_by_bic(vectors: np.ndarray, max_domains: int, seed: int):
-    """Number of Gaussian components (1..max_domains) with the lowest BIC."""
+def _information_criteria(vectors: np.ndarray, max_domains: int, seed: int):
+    """BIC and ICL of Gaussian mixtures with 1..max_domains components.
+
+    ICL (integrated completed likelihood, Biernacki et al. 2000) adds to BIC twice the
+    entropy of the soft assignments: it penalises components that overlap, so it counts
+    separated clusters rather than the Gaussians needed to fit each cluster's shape.
+    """
+    from scipy.special import entr
     from sklearn.mixture import GaussianMixture
 
     rng = np.random.default_rng(seed)
     if len(vectors) > BIC_SAMPLE:
         vectors = vectors[rng.choice(len(vectors), BIC_SAMPLE, replace=False)]
     counts = list(range(1, min(max_domains, len(vectors)) + 1))
-    bic = [
-        GaussianMixture(k, covariance_type="full", n_init=2, random_state=seed)
-        .fit(vectors)
-        .bic(vectors)
-        for k in counts
-    ]
-    return counts[int(np.argmin(bic))], counts, [float(b) for b in bic]
+    bic, icl = [], []
+    for k in counts:
+        mixture = GaussianMixture(k, covariance_type="full", n_init=2, random_state=seed)
+        mixture.fit(vectors)
+        bic.append(float(mixture.bic(vectors)))
+        icl.append(bic[-1] + 2 * float(entr(mixture.predict_proba(vectors)).sum()))
+    return counts, bic, icl
 
 
 def _cluster(vectors: np.ndarray, n_domains: int, method: str, seed: int) -> np.ndarray:
@@ -183,6 +190,7 @@ def segment(
     latents=None,
     smooth: float = 0.0,
     standardize: str | None = "global",
+    criterion: str = "bic",
     max_domains: int = MAX_DOMAINS,
     seed: int = 0,
 ) -> xr.DataArray:
@@ -195,10 +203,11 @@ def segment(
         with ``z_mean`` of dims ``("latent", "y", "x")``, or such a DataArray of latent
         maps itself (a single ``("y", "x")`` map also works).
     n_domains : int, optional
-        Number of domains. ``None`` chooses it by the Bayesian information criterion of
-        Gaussian mixtures with 1 to ``max_domains`` components (for ``"otsu"``: on the
-        one latent used, up to 5); ``attrs["n_domains_chosen_by"]`` then says ``"bic"``
-        and ``attrs["bic"]`` holds the criterion for each count.
+        Number of domains. ``None`` chooses it with an information criterion (see
+        ``criterion``) of Gaussian mixtures with 1 to ``max_domains`` components (for
+        ``"otsu"``: on the one latent used, up to 5); ``attrs["n_domains_chosen_by"]``
+        then names the criterion, and ``attrs["bic"]``, ``attrs["icl"]`` hold both
+        criteria for each count in ``attrs["bic_n_domains"]``.
     method : {"gmm", "kmeans", "otsu"}
         ``"gmm"``: Gaussian mixture (full covariances) on the standardised latent
         vectors (see ``standardize``). ``"kmeans"``: k-means on the same vectors. ``"otsu"``: multi-Otsu
@@ -216,6 +225,12 @@ def segment(
         matter but a latent that barely varies stays unimportant; ``"latent"``
         z-scores each latent separately (equal weight to every latent, noise-only ones
         included); ``None`` only centres.
+    criterion : {"bic", "icl"}
+        How ``n_domains=None`` chooses: the lowest Bayesian information criterion, or
+        the lowest ICL (BIC plus twice the entropy of the soft assignments). BIC counts
+        the Gaussians needed to *fit* the latent distribution and tends to split one
+        domain whose latents are not Gaussian (wall cells between two domains, elongated
+        clusters) into several; ICL counts separated clusters and over-segments less.
     max_domains : int, optional
         Largest count tried when ``n_domains`` is ``None``.
     seed : int, optional
@@ -227,9 +242,11 @@ def segment(
         Integer labels ``0 .. n_domains - 1`` with dims ``("y", "x")`` and the result's
         coordinates; ``-1`` where a latent is not finite. Labels are ordered by the mean
         of the first used latent in each domain. ``attrs`` hold ``method``,
-        ``n_domains``, ``n_domains_chosen_by`` (``"user"`` or ``"bic"``), ``latents``,
-        ``smooth``, ``seed``, ``settings`` (all of them as JSON) and the fit's key
-        settings prefixed ``fit_`` (``fit_model``, ``fit_patch_size``, ...).
+        ``n_domains``, ``n_domains_chosen_by`` (``"user"``, ``"bic"`` or ``"icl"``),
+        ``n_domains_found`` (fewer than ``n_domains`` when a cluster got no cell; labels
+        stay contiguous), ``latents``, ``smooth``, ``standardize``, ``seed``,
+        ``settings`` (all of them as JSON) and the fit's key settings prefixed ``fit_``
+        (``fit_model``, ``fit_patch_size``, ...).
 
     Examples
     --------
@@ -257,6 +274,8 @@ def segment(
         )
     if smooth < 0:
         raise SettingsError(f"smooth must be >= 0 grid steps, got {smooth!r}")
+    if criterion not in CRITERIA:
+        raise SettingsError(f"criterion must be one of {CRITERIA}, not {criterion!r}")
     if standardize not in STANDARDIZE:
         raise SettingsError(f"standardize must be one of {STANDARDIZE}, not {standardize!r}")
 
@@ -295,8 +314,10 @@ def segment(
     with threadpool_limits(limits=1):
         if n_domains is None:
             limit = min(max_domains, MAX_OTSU_CLASSES) if method == "otsu" else max_domains
-            n_domains, counts, bic = _choose_by_bic(features, limit, seed)
-            attrs_bic = {"n_domains_chosen_by": "bic", "bic": bic, "bic_n_domains": counts}
+            counts, bic, icl = _information_criteria(features, limit, seed)
+            n_domains = counts[int(np.argmin(bic if criterion == "bic" else icl))]
+            attrs_bic = {"n_domains_chosen_by": criterion, "bic": bic, "icl": icl,
+                         "bic_n_domains": counts}
         else:
             n_domains = int(n_domains)
             attrs_bic = {"n_domains_chosen_by": "user"}
@@ -315,6 +336,7 @@ def segment(
         "latents": used,
         "smooth": float(smooth),
         "standardize": str(standardize),
+        "criterion": criterion,
         "max_domains": int(max_domains),
         "seed": int(seed),
     }

@@ -178,7 +178,7 @@ class Store(param.Parameterized):
                              doc="Which channel of a multi-channel scan is used.")
 
     # ---- settings (a change retrains, unless the result is cached)
-    patch_size = param.Integer(default=16, bounds=(1, 128))
+    patch_size = param.Integer(default=16, bounds=(2, 128))
     stride = param.Integer(default=4, bounds=(1, 64))
     latent_dim = param.Integer(default=2, bounds=(1, 8))
     boundary_weight = param.Number(default=_DEFAULT_BOUNDARY_WEIGHT, bounds=(0, None))
@@ -277,11 +277,13 @@ class Store(param.Parameterized):
             channels += [str(c) for c in image["channel"].values]
         settings = {k: v for k, v in (recommended or {}).items()
                     if k in self.param and k in SETTINGS}
-        # Patches must fit in the image; spectra default to one position per patch.
+        # Patches must fit in the image; a spectrum map averages 2 x 2 positions, every position.
         smallest = min(image.sizes["y"], image.sizes["x"])
-        if "patch_size" not in settings:
-            settings["patch_size"] = 1 if image_kind(image) == "spectral" else min(
-                self.patch_size, max(2, smallest // 4))
+        if image_kind(image) == "spectral":
+            settings.setdefault("patch_size", 2)
+            settings.setdefault("stride", 1)
+        elif "patch_size" not in settings:
+            settings["patch_size"] = min(self.patch_size, max(2, smallest // 4))
         settings["patch_size"] = min(settings["patch_size"], smallest)
         self.param.channel.objects = channels
         self._cancel_job()

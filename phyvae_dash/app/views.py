@@ -34,7 +34,6 @@ RASTERIZE_POINTS = 40_000
 #: Colours of the highlight of brushed positions and of domain walls.
 HIGHLIGHT = "#ff2d55"
 WALL = "#ffffff"
-TRANSPARENT = "rgba(0, 0, 0, 0)"
 MAP_CMAP = "viridis"
 IMAGE_CMAP = "gray"
 DOMAIN_CMAP = "Category10"
@@ -64,27 +63,23 @@ def _grid_image(values: np.ndarray, grid: xr.DataArray, name: str = "value", **k
 
 
 def _empty_image(name="value", like: xr.DataArray | None = None) -> hv.Image:
-    """A placeholder image; over `like`'s extent, so that it does not widen a plot's axes."""
+    """A placeholder image; on `like`'s grid, so that it does not change a plot's axes."""
     if like is None:
         return hv.Image((np.arange(2), np.arange(2), np.zeros((2, 2))), vdims=[name])
-    x, y = like["x"].values, like["y"].values
-    return hv.Image(([x[0], x[-1]], [y[0], y[-1]], np.zeros((2, 2))),
-                    kdims=[_dim("x", like["x"]), _dim("y", like["y"])], vdims=[name])
+    zeros = np.zeros((like.sizes["y"], like.sizes["x"]))
+    return _grid_image(zeros, like, name)
 
 
 def _mask_image(mask: np.ndarray | None, grid: xr.DataArray | None, name: str, colour: str,
                 alpha: float = 0.6, like: xr.DataArray | None = None) -> hv.Image:
-    """Positions where `mask` is True in `colour`, the others transparent."""
-    if grid is None:
-        element = _empty_image(name, like)
-    else:
-        values = np.zeros(grid.shape[-2:])
-        if mask is not None and mask.shape == values.shape:
-            values[mask] = 1.0
-        element = _grid_image(values, grid, name)
-    # A two-colour map whose first colour is transparent draws only the masked cells.
-    return element.opts(cmap=[TRANSPARENT, colour], clim=(0, 1), alpha=alpha, colorbar=False,
-                        tools=[], hover_tooltips=None)
+    """Positions where `mask` is True in `colour`; the others are NaN, i.e. transparent."""
+    if grid is None or mask is None or mask.shape != grid.shape[-2:] or not mask.any():
+        # Nothing to draw: an invisible image (an all-NaN one would warn on every redraw).
+        return _empty_image(name, grid if grid is not None else like).opts(
+            alpha=0, colorbar=False, tools=[])
+    values = np.where(mask, 1.0, np.nan)
+    return _grid_image(values, grid, name).opts(cmap=[colour, colour], clim=(0, 1), alpha=alpha,
+                                                colorbar=False, tools=[])
 
 
 def _format_length(length) -> str:
@@ -127,10 +122,12 @@ class Controls(View):
                                          value=store.source if store.source in self._dataset_options() else None)
         self.upload = pn.widgets.FileInput(
             accept=".npy,.npz,.tif,.tiff,.png,.jpg,.jpeg,.h5,.hf5,.hdf5,.nc,.dm3,.dm4,.emd,.hspy,.ibw,.mrc,.sxm",
-            sizing_mode="stretch_width")
+            sizing_mode="stretch_width", css_classes=["pvd-upload"])
         self.channel = pn.widgets.Select.from_param(store.param.channel, name="Channel")
         # ---- model settings: sliders act on release (value_throttled), see _link_throttled
-        self.patch_size = pn.widgets.IntSlider(name="Patch size (px)", start=1, end=64, value=store.patch_size)
+        # css_classes name the controls for the browser tests.
+        self.patch_size = pn.widgets.IntSlider(name="Patch size (px)", start=2, end=64, value=store.patch_size,
+                                               css_classes=["pvd-patch-size"])
         self.stride = pn.widgets.IntSlider(name="Stride (px)", start=1, end=32, value=store.stride)
         self.latent_dim = pn.widgets.IntSlider(name="Latent dimensions", start=1, end=6, value=store.latent_dim)
         self.log_weight = pn.widgets.FloatSlider(
@@ -298,7 +295,7 @@ class ImageView(View):
         base = hv.DynamicMap(self._image, streams={"data": store.param.data, "channel": store.param.channel})
         domains = hv.DynamicMap(self._domains, streams={"labels": store.param.labels,
                                                         "show": self.show_domains.param.value})
-        walls = hv.DynamicMap(self._walls, streams={"boundaries": store.param.boundaries,
+        walls = hv.DynamicMap(self._walls, streams={"labels": store.param.labels,
                                                     "show": self.show_walls.param.value})
         highlight = hv.DynamicMap(self._highlight, streams={"selection": store.param.selection,
                                                             "z_maps": store.param.z_maps})
@@ -333,9 +330,15 @@ class ImageView(View):
         return _grid_image(values, labels, "domain").opts(
             cmap=DOMAIN_CMAP, alpha=0.35, colorbar=False, clim=(0, 9))
 
-    def _walls(self, boundaries=None, show=True):
-        mask = None if boundaries is None or not show else boundaries.values.astype(bool)
-        return _mask_image(mask, boundaries, "wall", WALL, alpha=0.9, like=display_image(self.store))
+    def _walls(self, labels=None, show=True):
+        # Walls drawn as the level lines between domain labels: thin lines that do not
+        # hide the image (the store's `boundaries` mask marks whole grid cells).
+        if labels is None or not show or int(labels.max()) < 1:
+            return hv.Contours([]).opts(line_width=0)
+        levels = list(np.arange(int(labels.max())) + 0.5)
+        image = _grid_image(labels.values.astype(float), labels, "domain")
+        return hv.operation.contours(image, levels=levels, filled=False).opts(
+            color=WALL, line_width=1.5, cmap=[WALL], colorbar=False, show_legend=False)
 
     def _highlight(self, selection=None, z_maps=None):
         return _mask_image(selection, z_maps, "selected", HIGHLIGHT, alpha=0.55,
@@ -362,7 +365,7 @@ class LatentMaps(View):
     def __init__(self, **params):
         super().__init__(**params)
         self._n = None
-        self._row = pn.FlexBox(sizing_mode="stretch_width")
+        self._row = pn.FlexBox(sizing_mode="stretch_width", css_classes=["pvd-latent-maps"])
         self.store.param.watch(self._rebuild, ["z_maps"])
         self._rebuild()
 
@@ -428,7 +431,7 @@ class LatentScatter(View):
         self.clear.on_click(lambda event: store.clear_selection())
         store.param.watch(self._update_options, ["z_maps"])
         self._update_options()
-        self._holder = pn.pane.HoloViews(sizing_mode="fixed")
+        self._holder = pn.pane.HoloViews(sizing_mode="fixed", css_classes=["pvd-scatter"])
         store.param.watch(self._maybe_rebuild, ["z_maps"])
         self._rasterized = None
         self._maybe_rebuild()
@@ -572,7 +575,8 @@ class PatchView(View):
     def _plot(self, point=None, outcome=None, selection=None):
         position = self._position()
         if position is None:
-            return hv.Curve([]).opts(frame_width=PLOT_WIDTH, frame_height=200, title="No result yet")
+            return pn.pane.Markdown("*The input at a position and its reconstruction appear after "
+                                    "training.*", width=360)
         inputs = outcome.inputs[position]
         recon = None
         if outcome.reconstruction is not None and outcome.reconstruction.shape == outcome.inputs.shape:
@@ -614,7 +618,7 @@ class PatchView(View):
                 continue
             for c in range(n_channels):
                 low, high = float(np.nanmin(inputs[c])), float(np.nanmax(inputs[c]))
-                title = what if n_channels == 1 else f"{what} ch{c}"
+                title = what if n_channels == 1 else f"{what[:5]}. ch{c}"
                 tiles.append(hv.Image(patches[c][::-1], bounds=(0, 0, p, p)).opts(
                     cmap=IMAGE_CMAP, frame_width=size, frame_height=size, xaxis=None, yaxis=None,
                     clim=(low, high if high > low else low + 1), title=title, toolbar=None))
@@ -634,11 +638,13 @@ class ManifoldView(View):
     def _plot(self, outcome=None):
         manifold = None if outcome is None else outcome.manifold
         if manifold is None:
-            return hv.Image(np.full((2, 2), np.nan)).opts(
-                frame_width=PLOT_WIDTH - 50, frame_height=PLOT_WIDTH - 50, xaxis=None, yaxis=None,
-                title="Decoded manifold (after training)")
+            return pn.pane.Markdown("*Patches decoded over the latent plane appear after training.*",
+                                    width=300)
         if isinstance(manifold, xr.DataArray) and "channel" in manifold.dims:
             manifold = manifold.isel(channel=0)  # multi-channel patches: the first channel
+        if isinstance(manifold, xr.DataArray) and manifold.dims[:2] == ("u", "v"):
+            # Rows of the mosaic follow the second latent (v), columns the first (u).
+            manifold = manifold.transpose("v", "u", ...)
         values = np.asarray(getattr(manifold, "values", manifold), dtype=float)
         if values.ndim == 5:  # (gy, gx, C, p, p): first channel
             values = values[:, :, 0]
@@ -647,7 +653,7 @@ class ManifoldView(View):
             mosaic = values.transpose(0, 2, 1, 3).reshape(gy * py, gx * px)
             return hv.Image(mosaic[::-1], bounds=(0, 0, gx, gy),
                             kdims=["z0 (grid step)", "z1 (grid step)"]).opts(
-                cmap=IMAGE_CMAP, frame_width=PLOT_WIDTH - 50, frame_height=PLOT_WIDTH - 50,
+                cmap=IMAGE_CMAP, frame_width=260, frame_height=260, toolbar=None,
                 title="Decoded latent manifold (z0, z1)")
         if values.ndim == 3:  # (gy, gx, F): small spectra on a grid
             gy, gx, n = values.shape
@@ -656,9 +662,9 @@ class ManifoldView(View):
             paths = [np.column_stack([j + 0.05 + 0.9 * np.arange(n) / (n - 1), i + 0.05 + 0.9 * scaled[i, j]])
                      for i in range(gy) for j in range(gx)]
             return hv.Path(paths, kdims=["z0 (grid step)", "z1 (grid step)"]).opts(
-                color="#1f77b4", frame_width=PLOT_WIDTH - 50, frame_height=PLOT_WIDTH - 50,
+                color="#1f77b4", frame_width=260, frame_height=260,
                 title="Decoded spectra over (z0, z1)")
-        return hv.Image(np.full((2, 2), np.nan)).opts(title="Manifold: unknown shape")
+        return pn.pane.Markdown(f"*No view for a manifold of shape {values.shape}.*")
 
     def __panel__(self):
         return card(self._pane, title="Latent manifold", min_width=340)
@@ -702,10 +708,13 @@ class TrainingView(View):
         curves = []
         for name, colour in LOSS_COLOURS.items():
             values = losses.get(name, [])
+            # One y axis per term (multi_y): they differ by orders of magnitude.
             curves.append(hv.Curve((np.arange(1, len(values) + 1), np.asarray(values, dtype=float)),
-                                   "epoch", hv.Dimension("loss"), label=name).opts(color=colour))
-        return hv.Overlay(curves).opts(frame_width=PLOT_WIDTH, frame_height=170, legend_position="top_right",
-                                       title="Loss per epoch", framewise=True)
+                                   "epoch", hv.Dimension(name, label=f"{name} loss"), label=name).opts(
+                color=colour, framewise=True, line_width=2))
+        return hv.Overlay(curves).opts(frame_width=PLOT_WIDTH - 100, frame_height=170,
+                                       legend_position="top_right", title="Loss per epoch",
+                                       multi_y=True, framewise=True, show_legend=True)
 
     def __panel__(self):
         return card(self.bar, self.text, self._losses, title="Training", width=480)
@@ -722,9 +731,10 @@ class ComparisonView(View):
     def _plot(self, outcome=None, labels=None):
         store = self.store
         if outcome is None or outcome.baseline is None or labels is None or store.labels is None:
-            return hv.Layout([hv.Image(np.zeros((2, 2))).opts(
-                title="Switch 'Compare' on to also train with weight 0", frame_width=PLOT_WIDTH,
-                frame_height=40, xaxis=None, yaxis=None, cmap=["#f5f5f5"], toolbar=None)])
+            return pn.pane.Markdown(
+                "Switch **Compare with boundary weight 0** on to train the same settings without "
+                "the boundary loss and see its effect side by side." if not store.compare else
+                "*The weight-0 comparison appears when both trainings have finished.*")
         weight = outcome.result.attrs.get("boundary_weight", store.boundary_weight)
         panels = []
         for name, result, domains, length in (
@@ -751,7 +761,7 @@ class ExportView(View):
 
     def __init__(self, **params):
         super().__init__(**params)
-        kw = dict(button_type="light", sizing_mode="stretch_width", disabled=True)
+        kw = dict(color="light", sizing_mode="stretch_width", disabled=True)
         self.netcdf = pn.widgets.FileDownload(callback=self._netcdf, filename="phyvae_result.nc",
                                               label="Result (NetCDF)", **kw)
         self.weights = pn.widgets.FileDownload(callback=self._weights, filename="phyvae_model.safetensors",

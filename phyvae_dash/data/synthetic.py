@@ -15,18 +15,15 @@ Every phantom is an :class:`xarray.Dataset` with
 
 Four kinds exist, listed in :data:`KINDS` and built by name with :func:`make`:
 
-==================  =====================  ==============================================
-name                function               what it is
-==================  =====================  ==============================================
-``graphene_grains`` :func:`honeycomb_grains`  honeycomb lattice, grains rotated by
-                                           arbitrary angles (labels = grain)
-``bfo_stripes``     :func:`stripe_domains`    BiFeO3-like stripes of 4 variants in 2
-                                           stripe orientations (labels = orientation)
-``nio_lsmo``        :func:`two_phase_lattice` rock-salt pillars in a perovskite matrix,
-                                           same mean intensity (labels = phase)
-``pfm_labyrinth``   :func:`pfm_labyrinth`     180 degree labyrinth domains, PFM amplitude
-                                           and phase channels (labels = up/down)
-==================  =====================  ==============================================
+* ``"graphene_grains"`` -- :func:`honeycomb_grains`: honeycomb lattice (period 7.3 px),
+  grains rotated by arbitrary angles; labels = grain.
+* ``"bfo_stripes"`` -- :func:`stripe_domains`: BiFeO3-like stripes (period 11.3 px) of
+  four variants in two stripe orientations; labels = orientation domain,
+  ``variant_labels`` = variant.
+* ``"nio_lsmo"`` -- :func:`two_phase_lattice`: rock-salt pillars (4.8 px) in a
+  perovskite matrix (8.9 px) of the same mean intensity; labels = phase.
+* ``"pfm_labyrinth"`` -- :func:`pfm_labyrinth`: 180 degree labyrinth domains (width
+  33.3 px) with PFM amplitude and phase channels; labels = up/down.
 
 Lattice and stripe periods are deliberately not integers and not multiples of the
 usual strides (2, 4, 8), as in real images: neighbouring patches see the lattice at
@@ -107,7 +104,8 @@ def _check_shape(shape) -> tuple[int, int]:
     except (TypeError, ValueError):
         raise SettingsError(f"shape must be two integers (ny, nx), got {shape!r}") from None
     if min(ny, nx) < _MIN_SIDE:
-        raise SettingsError(f"shape must be at least {_MIN_SIDE} x {_MIN_SIDE} pixels, got {shape!r}")
+        raise SettingsError(
+            f"shape must be at least {_MIN_SIDE} x {_MIN_SIDE} pixels, got {shape!r}")
     return ny, nx
 
 
@@ -197,12 +195,33 @@ def _rough_voronoi(rng, shape, n, roughness_px, min_area_fraction=0.4, tries=200
     ny, nx = shape
     for _ in range(tries):
         seeds = rng.uniform((0, 0), (ny, nx), size=(n, 2))
-        dist2 = (yy[None] - seeds[:, 0, None, None]) ** 2 + (xx[None] - seeds[:, 1, None, None]) ** 2
+        dist2 = ((yy[None] - seeds[:, 0, None, None]) ** 2
+                 + (xx[None] - seeds[:, 1, None, None]) ** 2)
         labels = np.argmin(dist2, axis=0)
         areas = np.bincount(labels.ravel(), minlength=n)
         if areas.min() >= min_area_fraction * labels.size / n:
             return labels
     raise SettingsError(f"could not split a {ny} x {nx} image into {n} regions; use fewer")
+
+
+def _absorb_specks(labels, min_area):
+    """Give connected pieces smaller than ``min_area`` pixels the label around them.
+
+    Random boundaries can cut off specks (a warped Voronoi cell's sliver, a tiny
+    labyrinth bubble) that no patch could resolve; each speck pixel takes the label
+    of the nearest pixel outside any speck.
+    """
+    speck = np.zeros(labels.shape, dtype=bool)
+    for value in np.unique(labels):
+        parts, n_parts = ndimage.label(labels == value)
+        areas = np.bincount(parts.ravel(), minlength=n_parts + 1)
+        small = areas < min_area
+        small[0] = False
+        speck |= small[parts]
+    if not speck.any() or speck.all():
+        return labels
+    nearest = ndimage.distance_transform_edt(speck, return_distances=False, return_indices=True)
+    return labels[tuple(nearest)]
 
 
 def _row_shifts(rng, ny, jitter_px):
@@ -317,7 +336,7 @@ def honeycomb_grains(
     jitter_px=0.3,
     line_offset=0.01,
     background=0.1,
-    patch_size=24,
+    patch_size=20,
     stride=4,
 ) -> xr.Dataset:
     """Graphene-like honeycomb lattice split into grains rotated against each other.
@@ -331,8 +350,9 @@ def honeycomb_grains(
     ----------
     shape : (int, int)
         Image size in pixels, at least 32 x 32.
-    seed : int
-        Random seed; the same seed gives identical arrays.
+    seed : int or None
+        Random seed: the same seed gives identical arrays (``None``: fresh
+        randomness, recorded as ``-1``).
     n_grains : int
         Number of grains (labels ``0 .. n_grains - 1``).
     angles : sequence of float, optional
@@ -385,8 +405,11 @@ def honeycomb_grains(
     else:
         angles = np.mod(np.asarray(angles, dtype=float), 60.0)
         if angles.shape != (n_grains,):
-            raise SettingsError(f"angles must give one angle per grain ({n_grains}), got {angles.size}")
-    labels = _rough_voronoi(rng, shape, n_grains, boundary_roughness_px)
+            raise SettingsError(
+                f"angles must give one angle per grain ({n_grains}), got {angles.size}")
+    patch = _patch_size(patch_size, shape)
+    labels = _absorb_specks(_rough_voronoi(rng, shape, n_grains, boundary_roughness_px),
+                            (patch / 2) ** 2)
 
     yy, xx = _grid(shape)
     k = 2 * np.pi / period_px
@@ -420,8 +443,9 @@ def honeycomb_grains(
             **_noise_attrs(dose, noise, jitter_px, line_offset, background),
             "period_px": float(period_px),
             "angles_deg": [float(a) for a in angles],
+            "n_grains": n_grains,
             "n_labels": n_grains,
-            "patch_size": _patch_size(patch_size, shape),
+            "patch_size": patch,
             "stride": int(stride),
         },
     )
@@ -446,7 +470,7 @@ def stripe_domains(
     line_offset=0.02,
     background=0.1,
     pixel_size=15.0,
-    patch_size=24,
+    patch_size=16,
     stride=4,
 ) -> xr.Dataset:
     """BiFeO3-like ferroelastic stripe domains of four polarisation variants.
@@ -464,8 +488,9 @@ def stripe_domains(
     ----------
     shape : (int, int)
         Image size in pixels, at least 32 x 32.
-    seed : int
-        Random seed.
+    seed : int or None
+        Random seed: the same seed gives identical arrays (``None``: fresh
+        randomness, recorded as ``-1``).
     n_domains : int
         Number of bands, at least 2 (orientations alternate band by band).
     stripe_period_px : float
@@ -490,7 +515,7 @@ def stripe_domains(
     pixel_size : float
         Pixel size in nm.
     patch_size, stride : int
-        Recommended patch size and stride (a 24 px patch spans two stripe periods).
+        Recommended patch size and stride (a 16 px patch shows the stripe direction).
 
     Returns
     -------
@@ -527,7 +552,8 @@ def stripe_domains(
     edges = low + np.cumsum(widths)[:-1]
     band = np.searchsorted(edges, across, side="right")
     first = int(rng.integers(2))
-    labels = (band + first) % 2
+    patch = _patch_size(patch_size, shape)
+    labels = _absorb_specks((band + first) % 2, (patch / 2) ** 2)
 
     variants = np.zeros(shape, dtype=np.int64)
     clean = np.zeros(shape)
@@ -572,7 +598,7 @@ def stripe_domains(
             "stripe_angles_deg": [float(a) for a in stripe_angles_deg],
             "variant_levels": [float(v) for v in variant_levels],
             "n_labels": 2,
-            "patch_size": _patch_size(patch_size, shape),
+            "patch_size": patch,
             "stride": int(stride),
         },
     )
@@ -597,7 +623,7 @@ def two_phase_lattice(
     jitter_px=0.3,
     line_offset=0.01,
     background=0.1,
-    patch_size=24,
+    patch_size=16,
     stride=4,
 ) -> xr.Dataset:
     """NiO-LSMO-like two-phase lattice: rock-salt pillars in a perovskite matrix.
@@ -613,8 +639,9 @@ def two_phase_lattice(
     ----------
     shape : (int, int)
         Image size in pixels, at least 32 x 32.
-    seed : int
-        Random seed.
+    seed : int or None
+        Random seed: the same seed gives identical arrays (``None``: fresh
+        randomness, recorded as ``-1``).
     n_pillars : int
         Number of pillars, at least 1.
     pillar_radius_px : float, optional
@@ -670,7 +697,9 @@ def two_phase_lattice(
     if angle_deg is None:
         angle_deg = float(rng.uniform(0, 90))
 
-    labels = _pillars(rng, shape, n_pillars, radius, boundary_roughness_px)
+    patch = _patch_size(patch_size, shape)
+    labels = _absorb_specks(_pillars(rng, shape, n_pillars, radius, boundary_roughness_px),
+                            (patch / 2) ** 2)
 
     yy, xx = _grid(shape)
     matrix = _square_lattice(
@@ -697,7 +726,8 @@ def two_phase_lattice(
         label_attrs={"long_name": "phase (0 matrix, 1 pillar)", "level": "phase"},
         attrs={
             "kind": "nio_lsmo",
-            "description": "NiO-LSMO-like rock-salt pillars in a perovskite matrix, equal mean intensity",
+            "description": "NiO-LSMO-like rock-salt pillars in a perovskite matrix, "
+                           "equal mean intensity",
             "seed": _seed_attr(seed),
             **_noise_attrs(dose, noise, jitter_px, line_offset, background),
             "period_px": [float(matrix_period_px), float(pillar_period_px)],
@@ -709,7 +739,7 @@ def two_phase_lattice(
             "n_pillars": n_pillars,
             "pillar_radius_px": float(radius),
             "n_labels": 2,
-            "patch_size": _patch_size(patch_size, shape),
+            "patch_size": patch,
             "stride": int(stride),
         },
     )
@@ -756,7 +786,8 @@ def _pillars(rng, shape, n, radius, roughness_px, tries=500):
             "use fewer or smaller pillars"
         )
     yy, xx = _grid(shape)
-    dy, dx = _warp(rng, shape, roughness_px, max(radius / 3, 2.0))
+    # Roughness in proportion to the pillar, so small pillars do not fray into specks.
+    dy, dx = _warp(rng, shape, min(roughness_px, 0.15 * radius), max(radius / 3, 2.0))
     yy, xx = yy + dy, xx + dx
     inside = np.zeros(shape, dtype=bool)
     for cy, cx in centres:
@@ -764,14 +795,19 @@ def _pillars(rng, shape, n, radius, roughness_px, tries=500):
         wobble = sum(rng.uniform(0, 0.08) * np.cos(m * theta + rng.uniform(0, 2 * np.pi))
                      for m in (2, 3, 4))
         inside |= np.hypot(yy - cy, xx - cx) <= radius * (1 + wobble)
-    return inside.astype(np.int64)
+    # The warp can still pinch off a sliver or leave a hole: keep one solid blob each.
+    parts, n_parts = ndimage.label(inside)
+    areas = np.bincount(parts.ravel(), minlength=n_parts + 1)
+    keep = areas >= 0.2 * np.pi * radius**2
+    keep[0] = False
+    return ndimage.binary_fill_holes(keep[parts]).astype(np.int64)
 
 
 def pfm_labyrinth(
     shape=(256, 256),
     *,
     seed=0,
-    domain_width_px=19.3,
+    domain_width_px=33.3,
     wall_width_px=1.5,
     wall_depth=0.6,
     phase_deg=90.0,
@@ -796,8 +832,9 @@ def pfm_labyrinth(
     ----------
     shape : (int, int)
         Image size in pixels, at least 32 x 32.
-    seed : int
-        Random seed.
+    seed : int or None
+        Random seed: the same seed gives identical arrays (``None``: fresh
+        randomness, recorded as ``-1``).
     domain_width_px : float
         Typical width of a domain (half the labyrinth period).
     wall_width_px : float
@@ -836,11 +873,13 @@ def pfm_labyrinth(
     rng = np.random.default_rng(seed)
     k0 = 1.0 / (2.0 * domain_width_px)
 
+    # A narrow ring gives domains of nearly uniform width, as wall energy favours.
     def ring(ky, kx):
-        return np.exp(-((np.hypot(ky, kx) - k0) ** 2) / (2 * (RINGW * k0) ** 2))
+        return np.exp(-((np.hypot(ky, kx) - k0) ** 2) / (2 * (0.15 * k0) ** 2))
 
     field = _fourier_noise(rng, shape, ring, pad=int(2 * domain_width_px))
-    up = field > np.median(field)
+    patch = _patch_size(patch_size, shape)
+    up = _absorb_specks(field > np.median(field), (patch / 2) ** 2)
     # Signed distance to the wall in pixels (the wall lies half-way between pixels).
     distance = np.where(up, ndimage.distance_transform_edt(up),
                         -ndimage.distance_transform_edt(~up))
@@ -879,7 +918,7 @@ def pfm_labyrinth(
             "wall_width": float(wall_width_px * pixel_size),
             "phase_deg": float(phase_deg),
             "n_labels": 2,
-            "patch_size": _patch_size(patch_size, shape),
+            "patch_size": patch,
             "stride": int(stride),
         },
     )

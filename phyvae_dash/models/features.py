@@ -42,8 +42,8 @@ from scipy import ndimage
 from ..data.patches import extract_patches
 from ..errors import DataError, SettingsError
 
-__all__ = ["TRANSFORMS", "Inputs", "prepare_inputs", "detect_lattice_period",
-           "phase_channel_indices", "fft_features"]
+__all__ = ["TRANSFORMS", "PRESETS", "Inputs", "prepare_inputs", "detect_lattice_period",
+           "choose_transform", "phase_channel_indices", "fft_features", "preset_for"]
 
 TRANSFORMS = ("auto", "patch", "fft", "fft+mean", "spectrum")
 
@@ -52,6 +52,12 @@ TRANSFORMS = ("auto", "patch", "fft", "fft+mean", "spectrum")
 #: the PFM labyrinth phantoms reach at most 4.2; the lattice and stripe phantoms 10-1900
 #: (graphene at 96 px is the weakest: 5-14).
 LATTICE_PEAK_RATIO = 6.0
+
+#: "auto" uses |FFT| features when the lattice period fits at least this many times in
+#: a patch. Measured on the stripe phantom (period 11.3 px, patch 24, i.e. 2.1 periods,
+#: detected as 10.6-12.5 px at 128 px): |FFT| + GMM ARI 0.67-0.73, raw patches 0.0-0.4;
+#: below ~1.8 periods the reflection sits inside the window's central lobe.
+MIN_PERIODS_PER_PATCH = 1.8
 
 #: Largest number of FFT features per channel; bigger patches get their power
 #: spectrum average-pooled down to this size.
@@ -492,13 +498,15 @@ def choose_transform(image: xr.DataArray, patch_size: int) -> tuple[str, str, fl
     period = detect_lattice_period(image)
     if period is None:
         return "patch", "no lattice reflections in the power spectrum: raw patches", None
-    if period <= patch_size / 2:
+    if period <= patch_size / MIN_PERIODS_PER_PATCH:
         return ("fft+mean", f"lattice period {period:.1f} px fits {patch_size / period:.1f}x "
                 "in a patch: translation-invariant |FFT| features plus each patch's mean "
                 "intensity", period)
-    return ("patch", f"lattice period {period:.1f} px is more than half the patch "
+    return ("patch", f"lattice period {period:.1f} px fits fewer than "
+            f"{MIN_PERIODS_PER_PATCH} times in the patch "
             f"({patch_size} px), too long for |FFT| features: raw patches (use "
-            f"patch_size >= {int(np.ceil(2 * period))} for translation-invariant inputs)",
+            f"patch_size >= {int(np.ceil(MIN_PERIODS_PER_PATCH * period))} for "
+            "translation-invariant inputs)",
             period)
 
 
@@ -597,3 +605,57 @@ def prepare_inputs(image: xr.DataArray, patch_size: int, stride: int = 1,
         data = _combine(feats, _window_mean(patches), mean_weight, weighting)
     return Inputs(np.ascontiguousarray(data, dtype=np.float32), y, x, transform, reason,
                   period, names, options)
+
+
+# --------------------------------------------------------------------------- presets
+
+#: Recommended `fit` settings per kind of image, offered by the dashboard and used by
+#: ``benchmarks/quality.py``. Phantom kinds (``synthetic.KINDS``) and real-data kinds
+#: (``"pfm"``, ``"stem"``, ``"spectral"``). ``patch_size`` is clipped to a third of the
+#: image by `preset_for`. ``"transform": "auto"`` lets `choose_transform` decide from
+#: the image; the figures these give are in ``benchmarks/quality.py``'s output.
+PRESETS: dict[str, dict] = {
+    # Rotated honeycomb grains: |FFT| (orientation of the reflections) + mean.
+    "graphene_grains": {"patch_size": 24, "stride": 4, "transform": "auto", "latent_dim": 2},
+    # Stripe orientation domains, period 11.3 px: a 24 px patch holds two periods.
+    "bfo_stripes": {"patch_size": 24, "stride": 4, "transform": "auto", "latent_dim": 2},
+    # Two lattices (periods 8.9 and 4.8 px), same mean intensity.
+    "nio_lsmo": {"patch_size": 24, "stride": 4, "transform": "auto", "latent_dim": 2},
+    # 180 degree domains: the phase channel (as cos/sin) defines them; raw patches.
+    "pfm_labyrinth": {"patch_size": 16, "stride": 4, "transform": "auto", "latent_dim": 2},
+    # Real data.
+    "pfm": {"patch_size": 16, "stride": 4, "transform": "auto", "latent_dim": 2},
+    "stem": {"patch_size": 32, "stride": 8, "transform": "auto", "latent_dim": 2},
+    "spectral": {"patch_size": 3, "stride": 1, "transform": "spectrum", "latent_dim": 2},
+}
+
+
+def preset_for(kind: str, image: xr.DataArray | None = None) -> dict:
+    """The recommended `fit` settings for a kind of image (a copy of `PRESETS[kind]`).
+
+    Parameters
+    ----------
+    kind : str
+        A key of `PRESETS`.
+    image : xarray.DataArray, optional
+        When given, ``patch_size`` is clipped to a third of the image's shorter side
+        (and ``stride`` to at most the patch size).
+
+    Returns
+    -------
+    dict
+        Keyword arguments for ``phyvae_dash.fit``.
+
+    Examples
+    --------
+    >>> preset_for("pfm_labyrinth")["patch_size"]
+    16
+    """
+    if kind not in PRESETS:
+        raise SettingsError(f"no preset for {kind!r}; choose one of {', '.join(PRESETS)}")
+    settings = dict(PRESETS[kind])
+    if image is not None and settings.get("patch_size", 0) > 2:
+        cap = max(4, min(image.sizes["y"], image.sizes["x"]) // 3)
+        settings["patch_size"] = int(min(settings["patch_size"], cap))
+        settings["stride"] = int(min(settings["stride"], settings["patch_size"]))
+    return settings

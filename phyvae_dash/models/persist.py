@@ -30,6 +30,8 @@ import xarray as xr
 from ..errors import DataError, PhyvaeDashError
 
 MAX_MODELS = 32
+#: attrs that are lists of strings, whatever their length (restored by `open_result`).
+LIST_ATTRS = ("preprocessing",)
 _REGISTRY: "OrderedDict[str, Entry]" = OrderedDict()
 
 
@@ -263,6 +265,8 @@ def _netcdf_attrs(attrs: dict) -> dict:
                 v = np.array([str(e) for e in v], dtype=object)
         elif isinstance(v, dict):
             v = json.dumps(v)
+        elif isinstance(v, str):
+            v = str(v)  # str subclasses (torch's TorchVersion) have no NetCDF type
         out[k] = v
     return out
 
@@ -347,6 +351,9 @@ def open_result(path) -> xr.Dataset:
     ds.encoding["source"] = str(path)
     # NetCDF returns list attrs as arrays; give back the lists that were saved.
     ds.attrs = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in ds.attrs.items()}
+    for key in LIST_ATTRS:  # NetCDF also turns one-element lists into scalars
+        if isinstance(ds.attrs.get(key), str):
+            ds.attrs[key] = [ds.attrs[key]] if ds.attrs[key] else []
     weights = path.with_suffix(".safetensors")
     model_id = ds.attrs.get("encoded_with", ds.attrs.get("model_id"))
     if weights.exists() and model_id:

@@ -461,13 +461,13 @@ def _fit(image, *, patch_size, stride, latent_dim, boundary_weight, model, trans
         "elapsed_s": float(elapsed),
         "patches_per_s": float(n * epochs / elapsed),
         "phyvae_dash_version": __version__,
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),
         "numpy_version": np.__version__,
         "xarray_version": xr.__version__,
         "python_version": platform.python_version(),
         "image_source": str(image.attrs.get("source", "")),
         "image_name": str(image.name or ""),
-        "preprocessing": [str(p) for p in image.attrs.get("preprocessing", [])] or "",
+        "preprocessing": [str(p) for p in image.attrs.get("preprocessing", [])],
     }
     persist.register(model_id, net, inputs=data, grid_shape=(n_y, n_x), config=net.config)
     return ds

@@ -1,0 +1,198 @@
+"""The dashboard's store and views, without a browser.
+
+Tiny images (32 x 32) and a few epochs keep every test to seconds. Training runs in
+the store's background thread, so each test waits for it (`Store.wait`).
+"""
+import numpy as np
+import panel as pn
+import param
+import pytest
+import xarray as xr
+
+import phyvae_dash as pvd
+from phyvae_dash.app.app import Dashboard
+from phyvae_dash.app.store import Store
+from phyvae_dash.app.views import Controls
+
+SMALL = dict(patch_size=8, stride=4, epochs=2, latent_dim=2)
+
+
+def two_domains(size=32, seed=0):
+    """Left half dark, right half bright, with noise; physical axes in nm."""
+    rng = np.random.default_rng(seed)
+    values = np.where(np.arange(size)[None, :] < size // 2, 0.2, 0.8)
+    values = values + 0.05 * rng.standard_normal((size, size))
+    coords = {"y": ("y", np.arange(size) * 0.5, {"units": "nm"}),
+              "x": ("x", np.arange(size) * 0.5, {"units": "nm"})}
+    return xr.DataArray(values.astype(np.float32), dims=("y", "x"), coords=coords,
+                        name="intensity", attrs={"source": "two_domains"})
+
+
+class Notifications:
+    """Records what would be shown as toasts in the browser."""
+
+    def __init__(self):
+        self.shown = []
+
+    def __getattr__(self, level):
+        return lambda text, duration=None: self.shown.append((level, text))
+
+
+@pytest.fixture
+def notifications(monkeypatch):
+    fake = Notifications()
+    # Outside a server session Panel returns this module-level notification area.
+    monkeypatch.setattr(pn.state, "_notification", fake)
+    return fake
+
+
+@pytest.fixture
+def store():
+    store = Store(two_domains(), auto_train=False)
+    store.param.update(**SMALL)
+    yield store
+    store.cancel()
+    assert store.wait(60)
+
+
+def release(slider, value):
+    """What a browser does when the user lets go of a slider: value, then value_throttled."""
+    slider.value = value
+    with param.edit_constant(slider):
+        slider.value_throttled = value
+
+
+def test_default_store_opens_on_the_demo():
+    store = Store(auto_train=False)
+    assert store.data is not None and store.source
+    assert store.device
+
+
+def test_train_then_result_and_segmentation(store):
+    store.train()
+    assert store.running
+    assert store.wait(60)
+    assert store.status == "done" and not store.running
+    assert store.result["z_mean"].dims == ("latent", "y", "x")
+    assert store.z_maps.shape == (2, 7, 7)
+    assert store.labels.shape == (7, 7)
+    assert float(store.boundary_len) >= 0 and store.boundary_len.units == "nm"
+    assert set(store.losses) >= {"reconstruction", "kl", "boundary"}
+
+
+def test_throttled_slider_release_starts_a_job(store):
+    store.auto_train = True
+    controls = Controls(store=store)
+    controls.patch_size.value = 6  # dragging: no job yet
+    assert store.jobs_started == 0
+    release(controls.patch_size, 6)
+    assert store.patch_size == 6 and store.jobs_started == 1 and store.running
+    assert store.wait(60)
+    assert store.result.attrs["patch_size"] == 6
+
+
+def test_second_change_cancels_the_first(store):
+    store.auto_train = True
+    store.epochs = 300  # long enough to be still running at the next change
+    first = store._job
+    assert first is not None and first.thread.is_alive()
+    store.patch_size = 6
+    assert first.cancel.is_set()
+    second = store._job
+    assert second is not first
+    assert store.wait(120)
+    assert store.result.attrs["patch_size"] == 6
+    assert store.result.attrs.get("epochs", 300) == 300
+
+
+def test_cached_settings_do_not_retrain(store):
+    store.auto_train = True
+    store.patch_size = 6
+    assert store.wait(60)
+    store.patch_size = 8
+    assert store.wait(60)
+    started, result_at_8 = store.jobs_started, store.result
+    store.patch_size = 6
+    assert store.wait(60)
+    store.patch_size = 8
+    assert store.wait(60)
+    assert store.jobs_started == started
+    assert store.cache_hits >= 2
+    assert store.result is result_at_8
+
+
+def test_number_of_domains_resegments_without_training(store):
+    store.n_domains = 2
+    store.train()
+    assert store.wait(60)
+    started = store.jobs_started
+    store.n_domains = 3
+    assert store.wait(60)
+    assert int(store.labels.max()) + 1 == 3
+    assert store.jobs_started == started
+
+
+def test_corrupt_upload_notifies_and_app_keeps_working(store, notifications, tmp_path):
+    before = store.data
+    store.upload(b"\x93NUMPY garbage that is not an array", "corrupt.npy")
+    assert store.wait(30)
+    assert store.message["level"] == "error" and "corrupt.npy" in store.message["text"]
+    assert any(level == "error" and "corrupt.npy" in text for level, text in notifications.shown)
+    assert store.data is before
+    # Still working: a good upload loads and trains.
+    store.auto_train = True
+    good = tmp_path / "good.npy"
+    np.save(good, two_domains(40, seed=1).values)
+    store.upload(good.read_bytes(), "good.npy")
+    assert store.wait(60)
+    assert store.data.shape == (40, 40) and store.source == "good.npy"
+    assert store.result is not None
+
+
+def test_oversized_upload_is_refused(store, notifications, monkeypatch):
+    monkeypatch.setattr("phyvae_dash.app.store.MAX_UPLOAD_BYTES", 10)
+    store.upload(b"x" * 11, "huge.npy")
+    assert store.message["level"] == "error" and "limit" in store.message["text"]
+
+
+def test_selections(store):
+    store.train()
+    assert store.wait(60)
+    store.select_bounds((0.0, 0.0, 5.0, 5.0))
+    assert store.selection.shape == (7, 7) and 0 < store.selection.sum() < 49
+    store.select_indices([0, 1, 2])
+    assert store.selection.sum() == 3
+    store.select_position(x=3.8, y=2.0)  # patch centres are at 1.75, 3.75, ... nm
+    assert store.point == (0, 1)
+    store.clear_selection()
+    assert store.selection is None and store.point is None
+
+
+def test_views_render_before_and_after_training(store):
+    dashboard = Dashboard(store=store)
+    pn.panel(dashboard).get_root()  # before any result
+    store.compare = True
+    store.train()
+    assert store.wait(120)
+    assert store.outcome.baseline is not None and store.baseline_labels is not None
+    store.point = (3, 3)
+    store.select_indices([0, 8, 16])
+    pn.panel(dashboard).get_root()
+
+
+def test_spectral_data_render():
+    rng = np.random.default_rng(0)
+    energy = np.linspace(0, 1, 12)
+    spectra = np.where(np.arange(16)[None, :, None] < 8, energy, 1 - energy) * np.ones((16, 16, 1))
+    data = xr.DataArray((spectra + 0.05 * rng.standard_normal(spectra.shape)).astype(np.float32),
+                        dims=("y", "x", "energy"), coords={"energy": ("energy", energy, {"units": "eV"})})
+    store = Store(data, auto_train=False)
+    assert store.kind == "spectral" and store.patch_size == 2
+    store.param.update(stride=2, epochs=2)
+    dashboard = Dashboard(store=store)
+    store.train()
+    assert store.wait(60), store.status
+    assert store.status == "done", store.messages
+    store.select_indices([0, 1])
+    pn.panel(dashboard).get_root()
+    assert dashboard.patch._plot(store.point, store.outcome, store.selection) is not None

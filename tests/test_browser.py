@@ -1,0 +1,217 @@
+"""The served dashboard in headless Chromium (Debian's), driven by Playwright.
+
+The app is served in a thread of this process (as Panel's own `serve_component` test
+helper does), so each test can also look at the session's store. Screenshots go to
+`test-artifacts/` (gitignored): look at them.
+
+Run: ``pytest -m browser tests/test_browser.py``.
+"""
+from __future__ import annotations
+
+import shutil
+import socket
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+#: Console messages that only say the sandbox has no internet (the template's web fonts).
+OFFLINE = ("ERR_NAME_NOT_RESOLVED", "ERR_INTERNET_DISCONNECTED", "ERR_CONNECTION_REFUSED")
+
+if CHROMIUM is None:
+    pytest.skip("chromium is not installed (apt-get install chromium)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+def wait_until(condition, page=None, timeout=30.0, interval=0.1, what="condition"):
+    """Poll `condition` until true (like panel.tests.util.wait_until), or fail."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            if condition():
+                return
+        except AssertionError:
+            pass
+        if page is not None:
+            page.wait_for_timeout(interval * 1000)
+        else:
+            time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    """Serve a small demo (fast to train); collect each session's store."""
+    import panel as pn
+
+    import phyvae_dash as pvd
+    from phyvae_dash.app.app import WEBSOCKET_MAX_MESSAGE_SIZE, Dashboard
+    from phyvae_dash.app.store import Store
+
+    image = pvd.synthetic.make("pfm_labyrinth", shape=(96, 96), seed=1)["image"]
+    stores = []
+
+    def page():
+        store = Store(image, auto_train=False)
+        store.param.update(patch_size=8, stride=4, epochs=8)
+        store.auto_train = True
+        stores.append(store)
+        dashboard = Dashboard(store=store)
+        store.train()
+        return dashboard.template
+
+    port = free_port()
+    thread = pn.serve(page, port=port, address="localhost", show=False, threaded=True,
+                      websocket_max_message_size=WEBSOCKET_MAX_MESSAGE_SIZE)
+    wait_until(lambda: urllib.request.urlopen(f"http://localhost:{port}/", timeout=2).status == 200,
+               timeout=30, what="the server")
+    yield f"http://localhost:{port}/", stores
+    for store in stores:
+        store.cancel()
+    thread.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def session(server, browser):
+    """A fresh browser page on the app, its console messages and its store."""
+    url, stores = server
+    page = browser.new_page(viewport={"width": 1600, "height": 1800})
+    messages = []
+    page.on("console", lambda message: messages.append(message))
+    page.on("pageerror", lambda error: messages.append(error))
+    count = len(stores)
+    page.goto(url, timeout=60_000)
+    wait_until(lambda: len(stores) > count, page, what="the session")
+    store = stores[-1]
+    wait_until(lambda: store.result is not None, page, timeout=120, what="the first training")
+    page.wait_for_timeout(1500)  # the browser draws what the server sent
+    yield page, store, messages
+    page.close()
+
+
+def errors(messages):
+    """Console errors and page exceptions, without the sandbox's offline noise."""
+    found = []
+    for message in messages:
+        if isinstance(message, sync_api.ConsoleMessage):
+            if message.type == "error" and not any(text in message.text for text in OFFLINE):
+                found.append(message.text)
+        else:
+            found.append(str(message))
+    return found
+
+
+def shot(page, name, locator=None):
+    ARTIFACTS.mkdir(exist_ok=True)
+    target = page.locator(locator).first if locator else page
+    kwargs = {} if locator else {"full_page": True}
+    return target.screenshot(path=str(ARTIFACTS / f"{name}.png"), **kwargs)
+
+
+def drag(page, locator, start, end, steps=12):
+    """Press at `start`, move to `end`, release; fractions of the element's box."""
+    box = page.locator(locator).first.bounding_box()
+    x0, y0 = box["x"] + start[0] * box["width"], box["y"] + start[1] * box["height"]
+    x1, y1 = box["x"] + end[0] * box["width"], box["y"] + end[1] * box["height"]
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move(x1, y1, steps=steps)
+    page.mouse.up()
+
+
+def test_loads_without_console_errors(session):
+    page, store, messages = session
+    shot(page, "app_loaded")
+    assert page.get_by_text("Latent maps (real space)").first.is_visible()
+    assert page.locator(".pvd-latent-maps canvas").count() >= 2
+    assert errors(messages) == []
+
+
+def test_patch_size_slider_retrains_and_map_changes(session):
+    page, store, messages = session
+    maps = ".pvd-latent-maps"
+    before = shot(page, "maps_before_slider", maps)
+    started, old = store.jobs_started, store.result
+    drag(page, ".pvd-patch-size .noUi-handle", (0.5, 0.5), (4.0, 0.5))  # release -> value_throttled
+    wait_until(lambda: store.jobs_started > started, page, what="a new training job")
+    assert store.patch_size > 8
+    wait_until(lambda: store.result is not None and store.result is not old and not store.running,
+               page, timeout=120, what="the retrained result")
+    assert store.result.attrs["patch_size"] == store.patch_size
+    page.wait_for_timeout(1500)
+    after = shot(page, "maps_after_slider", maps)
+    assert after != before
+    shot(page, "app_after_slider")
+    assert errors(messages) == []
+
+
+def test_box_selection_in_scatter_highlights_the_map(session):
+    page, store, messages = session
+    maps = ".pvd-latent-maps"
+    before = shot(page, "maps_before_brush", maps)
+    # The scatter's box-select tool is active: drag over the left half of the plot area.
+    drag(page, ".pvd-scatter canvas", (0.1, 0.05), (0.6, 0.95))
+    wait_until(lambda: store.selection is not None, page, what="the brushed selection")
+    assert 0 < store.selection.sum() < store.selection.size
+    page.wait_for_timeout(1500)
+    after = shot(page, "maps_after_brush", maps)
+    assert after != before
+    shot(page, "app_after_brush")
+    assert errors(messages) == []
+
+
+def test_upload_npy_loads_it(session, tmp_path):
+    page, store, messages = session
+    rng = np.random.default_rng(3)
+    image = np.where(np.arange(64)[None, :] < 32, 0.2, 0.8) + 0.05 * rng.standard_normal((64, 64))
+    path = tmp_path / "two_phases.npy"
+    np.save(path, image.astype(np.float32))
+    page.locator(".pvd-upload input[type=file]").set_input_files(str(path))
+    wait_until(lambda: store.source == "two_phases.npy", page, what="the uploaded data")
+    assert store.data.shape == (64, 64)
+    wait_until(lambda: store.result is not None and not store.running, page, timeout=120,
+               what="training on the upload")
+    page.wait_for_timeout(1500)
+    shot(page, "app_after_upload")
+    assert errors(messages) == []
+
+
+def test_corrupt_upload_shows_error_and_app_still_works(session, tmp_path):
+    page, store, messages = session
+    bad = tmp_path / "corrupt.npy"
+    bad.write_bytes(b"\x93NUMPY this is not an array")
+    before = store.data
+    page.locator(".pvd-upload input[type=file]").set_input_files(str(bad))
+    toast = page.get_by_text("Could not load corrupt.npy").first
+    toast.wait_for(state="visible", timeout=30_000)
+    shot(page, "app_corrupt_upload")
+    assert store.data is before
+    # Still works: a slider change retrains.
+    started = store.jobs_started
+    drag(page, ".pvd-patch-size .noUi-handle", (0.5, 0.5), (3.0, 0.5))
+    wait_until(lambda: store.jobs_started > started, page, what="a new training job")
+    wait_until(lambda: not store.running and store.result.attrs["patch_size"] == store.patch_size,
+               page, timeout=120, what="the retrained result")
+    assert errors(messages) == []

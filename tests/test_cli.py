@@ -1,0 +1,51 @@
+"""The `phyvae-dash` console script: `fit` writes a result and weights; `serve --help`."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from phyvae_dash.cli import main
+
+
+@pytest.fixture
+def small_npy(tmp_path):
+    """A 48 x 48 two-domain image (left dark, right bright, with noise) as .npy."""
+    rng = np.random.default_rng(0)
+    image = np.where(np.arange(48)[None, :] < 24, 0.2, 0.8) + 0.05 * rng.standard_normal((48, 48))
+    path = tmp_path / "two_domains.npy"
+    np.save(path, image.astype(np.float32))
+    return path
+
+
+def test_fit_writes_result_and_weights(small_npy, tmp_path, capsys):
+    out = tmp_path / "out" / "result.nc"
+    status = main(["fit", str(small_npy), "--patch-size", "8", "--stride", "4", "--latent-dim", "2",
+                   "--boundary-weight", "1", "--epochs", "2", "--model", "vae", "--out", str(out),
+                   "--n-domains", "2"])
+    assert status == 0
+    assert out.exists()
+    assert out.with_suffix(".safetensors").exists()
+    with xr.open_dataset(out) as result:
+        assert result["z_mean"].dims == ("latent", "y", "x")
+        assert result.sizes["epoch"] == 2
+    printed = capsys.readouterr().out
+    assert "weights:" in printed and "domains" in printed
+
+
+def test_fit_bad_file_is_one_line_error(tmp_path, capsys):
+    bad = tmp_path / "broken.npy"
+    bad.write_bytes(b"not a numpy file")
+    assert main(["fit", str(bad), "--epochs", "1", "--out", str(tmp_path / "r.nc")]) == 2
+    error = capsys.readouterr().err
+    assert "broken.npy" in error and "Traceback" not in error
+
+
+def test_serve_help():
+    # Through the interpreter, as a user runs it (and without importing Panel in this process).
+    done = subprocess.run([sys.executable, "-m", "phyvae_dash.cli", "serve", "--help"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0
+    for option in ("--port", "--address", "--no-show", "--allow-websocket-origin"):
+        assert option in done.stdout
