@@ -28,7 +28,7 @@ def phantoms():
 # ---------------------------------------------------------------- local FFT analysis
 
 
-def _window_peaks(image, labels, size=32, step=8, min_period=3.0, max_period=20.0):
+def _window_peaks(image, labels, size=32, step=12, min_period=3.0, max_period=20.0):
     """Strongest Fourier peak of windows lying inside one label.
 
     Returns ``{label: (periods_px, angles_deg)}``, angles from +x towards +y in

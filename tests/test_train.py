@@ -142,3 +142,19 @@ def test_two_level_image_is_segmented():
     z = r.z_mean.values.reshape(r.sizes["latent"], -1).T
     labels = GaussianMixture(2, random_state=0).fit_predict(z)
     assert adjusted_rand_score(truth_on_grid(r), labels) >= 0.9
+
+
+def test_larger_boundary_weight_gives_shorter_walls():
+    from sklearn.cluster import KMeans
+
+    def wall_length(result):
+        z = result.z_mean.values.reshape(result.sizes["latent"], -1).T
+        lab = KMeans(2, n_init=4, random_state=0).fit_predict(z).reshape(result.sizes["y"], -1)
+        return int((lab[1:] != lab[:-1]).sum() + (lab[:, 1:] != lab[:, :-1]).sum())
+
+    img = halves(noise=0.6, seed=2)
+    kw = dict(patch_size=6, stride=2, epochs=15, device="cpu", transform="patch")
+    loose = pvd.fit(img, boundary_weight=0.0, **kw)
+    tight = pvd.fit(img, boundary_weight=DEFAULT_BOUNDARY_WEIGHT, **kw)
+    assert float(tight.loss_boundary[-1]) < float(loose.loss_boundary[-1])
+    assert wall_length(tight) < wall_length(loose)

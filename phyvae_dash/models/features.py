@@ -48,10 +48,11 @@ __all__ = ["TRANSFORMS", "PRESETS", "Inputs", "prepare_inputs", "detect_lattice_
 TRANSFORMS = ("auto", "patch", "fft", "fft+mean", "spectrum")
 
 #: Smoothed power over the radial background needed to call a reflection a lattice peak.
-#: Measured (Welch spectra, 96-256 px): noise, smooth random fields, random domains and
-#: the PFM labyrinth phantoms reach at most 4.2; the lattice and stripe phantoms 10-1900
-#: (graphene at 96 px is the weakest: 5-14).
-LATTICE_PEAK_RATIO = 6.0
+#: Measured (Welch spectra, 8 seeds each): noise, smooth random fields, random domains
+#: and the PFM labyrinth phantom reach at most 8.6; the lattice and stripe phantoms
+#: 15-1100 at 128-256 px (graphene at 96 px is the weakest, 5-22: small images of a
+#: fine lattice may go undetected, which the per-kind presets cover).
+LATTICE_PEAK_RATIO = 11.0
 
 #: "auto" uses |FFT| features when the lattice period fits at least this many times in
 #: a patch. Measured on the stripe phantom (period 11.3 px, patch 24, i.e. 2.1 periods,
