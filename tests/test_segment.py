@@ -67,16 +67,26 @@ def test_labels_keep_the_grid_and_fit_settings():
         assert isinstance(value, (str, int, float, bool, list))
 
 
+@pytest.mark.parametrize("criterion", ["bic", "icl"])
 @pytest.mark.parametrize("n_true", [2, 3, 4])
-def test_bic_chooses_the_number_of_well_separated_clusters(n_true):
+def test_criteria_choose_the_number_of_well_separated_clusters(n_true, criterion):
     rng = np.random.default_rng(1)
     truth = rng.integers(0, n_true, size=(30, 30))
     centres = [[0, 0], [6, 0], [0, 6], [6, 6]][:n_true]
-    labels = segment(_latent_result(truth, centres, noise=0.3))
-    assert labels.attrs["n_domains_chosen_by"] == "bic"
+    labels = segment(_latent_result(truth, centres, noise=0.3), criterion=criterion)
+    assert labels.attrs["n_domains_chosen_by"] == criterion
     assert labels.attrs["n_domains"] == n_true
-    assert len(labels.attrs["bic"]) == len(labels.attrs["bic_n_domains"]) == 8
+    assert len(labels.attrs["bic"]) == len(labels.attrs["icl"]) == 8
+    assert labels.attrs["bic_n_domains"] == list(range(1, 9))
     assert _ari(labels, truth) == 1.0
+
+
+def test_icl_is_at_least_bic():
+    # ICL = BIC + 2 x entropy of the assignments, and entropy is >= 0
+    truth = _three_domains()
+    labels = segment(_latent_result(truth, [[0, 0], [2, 0], [1, 2]], noise=0.6))
+    assert all(i >= b for i, b in zip(labels.attrs["icl"], labels.attrs["bic"]))
+    assert labels.attrs["icl"][0] == pytest.approx(labels.attrs["bic"][0])
 
 
 def test_otsu_thresholds_one_latent():
@@ -119,8 +129,9 @@ def test_bare_dataarray_nan_cells_and_smoothing():
     z[:, 0, 0] = np.nan
     noisy = segment(z, n_domains=2)
     assert noisy.values[0, 0] == -1 and noisy.values.max() == 1
-    smoothed = segment(z.fillna(0), n_domains=2, smooth=1.0)
-    assert _ari(smoothed, truth) >= _ari(noisy.values[1:], truth[1:])
+    smoothed = segment(z, n_domains=2, smooth=1.0)
+    assert smoothed.values[0, 0] == -1 and (smoothed.values[1:] >= 0).all()
+    assert _ari(smoothed.values[1:], truth[1:]) >= _ari(noisy.values[1:], truth[1:])
     single = segment(z.isel(latent=0), n_domains=2)  # a ("y", "x") map
     assert single.shape == truth.shape
 
@@ -140,6 +151,8 @@ def test_bad_inputs_raise_clear_errors():
         segment(xr.Dataset({"a": z}))
     with pytest.raises(SettingsError, match="latents"):
         segment(z, latents=[5])
+    with pytest.raises(SettingsError, match="criterion"):
+        segment(z, criterion="aic")
 
 
 def test_boundary_map_marks_both_sides_of_a_wall():

@@ -107,6 +107,7 @@ def test_nan_raises_fit_diverged(monkeypatch):
 @pytest.mark.parametrize("kw", [
     dict(patch_size=64), dict(patch_size=1), dict(stride=0), dict(latent_dim=0),
     dict(boundary_weight=-1.0), dict(model="gan"), dict(epochs=0), dict(boundary_loss="l3"),
+    dict(boundary_scale="x"), dict(model="rotation", transform="fft"),
 ])
 def test_bad_settings_raise(kw):
     with pytest.raises(SettingsError):
@@ -155,6 +156,6 @@ def test_larger_boundary_weight_gives_shorter_walls():
     img = halves(noise=0.6, seed=2)
     kw = dict(patch_size=6, stride=2, epochs=15, device="cpu", transform="patch")
     loose = pvd.fit(img, boundary_weight=0.0, **kw)
-    tight = pvd.fit(img, boundary_weight=DEFAULT_BOUNDARY_WEIGHT, **kw)
+    tight = pvd.fit(img, boundary_weight=10.0, **kw)
     assert float(tight.loss_boundary[-1]) < float(loose.loss_boundary[-1])
     assert wall_length(tight) < wall_length(loose)

@@ -139,9 +139,11 @@ def recommended_settings(image: xr.DataArray) -> dict:
 
     Spectral maps: the spectrum averaged over a 3 x 3 neighbourhood of each position
     (stride 1), so that every position is a grid cell and thin features such as domain
-    walls (a few positions wide) survive. Images: 16-pixel patches, with a stride that
-    gives a grid of about 64 cells on the longer side (a few thousand patches: a fit of
-    seconds on a laptop CPU).
+    walls (a few positions wide) survive. Images: 16-pixel patches, or patches three
+    lattice periods wide when the image shows a lattice (so that the translation-
+    invariant |FFT| inputs that ``transform="auto"`` picks see the lattice), with a
+    stride that gives a grid of about 60 cells on the longer side (a few thousand
+    patches: a fit of seconds on a laptop CPU).
 
     Parameters
     ----------
@@ -156,14 +158,21 @@ def recommended_settings(image: xr.DataArray) -> dict:
     Examples
     --------
     >>> import numpy as np, xarray as xr
-    >>> recommended_settings(xr.DataArray(np.zeros((256, 256)), dims=("y", "x")))
+    >>> noise = np.random.default_rng(0).normal(size=(256, 256))
+    >>> recommended_settings(xr.DataArray(noise, dims=("y", "x")))
     {'patch_size': 16, 'stride': 4}
     """
+    from ..models.features import detect_lattice_period
+
     if is_spectral(image):
         return {"patch_size": 3, "stride": 1}
-    side = min(image.sizes["y"], image.sizes["x"])
-    patch = min(16, side)
-    stride = max(1, (max(image.sizes["y"], image.sizes["x"]) - patch) // 60)
+    short, long = sorted((image.sizes["y"], image.sizes["x"]))
+    patch = 16
+    period = detect_lattice_period(image)
+    if period is not None:
+        patch = max(patch, 2 * int(math.ceil(1.5 * period)))
+    patch = min(patch, short)
+    stride = max(1, round((long - patch) / 60))
     return {"patch_size": int(patch), "stride": int(stride)}
 
 

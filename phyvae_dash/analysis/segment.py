@@ -210,9 +210,9 @@ def segment(
         criteria for each count in ``attrs["bic_n_domains"]``.
     method : {"gmm", "kmeans", "otsu"}
         ``"gmm"``: Gaussian mixture (full covariances) on the standardised latent
-        vectors (see ``standardize``). ``"kmeans"``: k-means on the same vectors. ``"otsu"``: multi-Otsu
-        thresholds of one latent map (the first of ``latents``), as the phyVAE authors
-        show domains.
+        vectors (see ``standardize``). ``"kmeans"``: k-means on the same vectors.
+        ``"otsu"``: multi-Otsu thresholds of one latent map (the first of
+        ``latents``), as the phyVAE authors show domains.
     latents : int or list of int, optional
         Which latents to use (indices along ``latent``); default all of them, or the
         first one for ``"otsu"``.
@@ -293,8 +293,13 @@ def segment(
 
     values = np.asarray(maps.values, dtype=float)
     if smooth > 0:
-        # filter only along y and x, never across latents
-        values = ndimage.gaussian_filter(values, sigma=(0, smooth, smooth), mode="nearest")
+        # Normalised convolution: non-finite cells neither spread nor pull their
+        # neighbours towards 0. The filter runs along y and x only, never across latents.
+        finite = np.isfinite(values)
+        sigma = (0, smooth, smooth)
+        weight = ndimage.gaussian_filter(finite.astype(float), sigma, mode="nearest")
+        blurred = ndimage.gaussian_filter(np.where(finite, values, 0.0), sigma, mode="nearest")
+        values = np.where(finite, blurred / np.where(weight > 0, weight, 1.0), np.nan)
     n_lat, n_y, n_x = values.shape
     vectors = values.reshape(n_lat, -1).T
     valid = np.isfinite(vectors).all(axis=1)

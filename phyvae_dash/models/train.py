@@ -13,7 +13,7 @@ import os
 import platform
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -25,14 +25,17 @@ from ..errors import FitCancelled, FitDiverged, SettingsError
 from . import persist
 from .losses import DEFAULT_EPS, reference_boundary_term
 from .losses import boundary_loss as tv_loss
-from .vae import MODEL_CLASSES, build_model
+from .vae import build_model
 
-#: Default weight of the TV boundary loss: the price, in nats of negative ELBO per
-#: patch, of a wall density of one grid step of wall (jump of one prior std) per grid
-#: point (see `losses`). A single-seed sweep over 0, 1, 3, 10, 20, 60 on the four
-#: 128-px phantoms put the best ARI at 5-10 for three of them; larger weights merge
-#: domains. Provisional until the benchmark (``benchmarks/``) confirms it.
-DEFAULT_BOUNDARY_WEIGHT = 10.0
+#: Default weight of the TV boundary loss. With ``boundary_scale="kl"`` (default) it is
+#: dimensionless: a wall density of one grid step of wall (jump of one prior std) per
+#: grid point costs this fraction of the information (KL, nats per patch) the content
+#: latents carry (see `boundary_price` and `losses`). A single-seed sweep on the four
+#: 128-px phantoms (w = 0.3, 1, 3) gave the best or near-best ARI at 3 for all four
+#: (graphene 0.94, PFM 0.77, NiO-LSMO 0.90); with a fixed price (nats per patch) the
+#: best weight varied from 0 to 10 between phantoms and a weight of 10 collapsed the
+#: latents of a noisy image. Provisional until the benchmark (``benchmarks/``) confirms.
+DEFAULT_BOUNDARY_WEIGHT = 3.0
 #: Weight ``w`` of the authors' multiplicative form ``(w + term) * ELBO``.
 DEFAULT_REFERENCE_WEIGHT = 0.5
 MODELS = ("vae", "shift", "rotation")
@@ -59,7 +62,6 @@ class Progress:
     z_mean: np.ndarray | None
     elapsed_s: float
     eta_s: float
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:
@@ -124,6 +126,25 @@ def choose_likelihood(data: np.ndarray) -> str:
     return "bernoulli" if saturated > 0.9 else "gaussian"
 
 
+def boundary_price(terms: dict, latent_dim: int, scale: str = "kl") -> torch.Tensor | float:
+    """What one unit of wall density costs per unit of ``boundary_weight``.
+
+    ``"kl"``: the batch's mean KL of the content latents (nats per patch, no gradient),
+    i.e. the information the latent maps carry. Why: the TV of latent maps can be
+    lowered for free by shrinking every latent towards the prior mean, and with a fixed
+    price a weight that cleans one image collapses the latents of a noisier one (where
+    the latents carry less information). Pricing walls in units of that information
+    makes collapse no cheaper than keeping the domains, and makes the weight a
+    dimensionless fraction, the same for any patch size, channel count or noise level.
+    ``"none"``: a fixed price of 1 nat per patch.
+    """
+    if scale == "none":
+        return 1.0
+    mu, std = terms["mu"][:, :latent_dim], terms["std"][:, :latent_dim]
+    kl = 0.5 * (mu ** 2 + std ** 2 - 1.0) - torch.log(std)
+    return kl.sum(1).mean().detach()
+
+
 def _as_image(image) -> xr.DataArray:
     if isinstance(image, np.ndarray):
         if image.ndim not in (2, 3):
@@ -138,7 +159,7 @@ def _as_image(image) -> xr.DataArray:
 
 
 def _check_settings(image, patch_size, stride, latent_dim, boundary_weight, model,
-                    epochs, boundary_loss_kind, tile_size, batch_size):
+                    epochs, boundary_loss_kind, tile_size, batch_size, boundary_scale):
     ny, nx = image.sizes["y"], image.sizes["x"]
     if not isinstance(patch_size, (int, np.integer)) or patch_size < 2:
         raise SettingsError(f"patch_size must be an integer >= 2, got {patch_size!r}")
@@ -156,6 +177,8 @@ def _check_settings(image, patch_size, stride, latent_dim, boundary_weight, mode
         raise SettingsError(f"epochs must be a positive integer or None, got {epochs!r}")
     if boundary_loss_kind not in BOUNDARY_LOSSES:
         raise SettingsError(f"boundary_loss must be one of {BOUNDARY_LOSSES}, not {boundary_loss_kind!r}")
+    if boundary_scale not in ("kl", "none"):
+        raise SettingsError(f"boundary_scale must be 'kl' or 'none', not {boundary_scale!r}")
     if tile_size < 2 or batch_size < 1:
         raise SettingsError(f"tile_size must be >= 2 and batch_size >= 1 (got {tile_size}, {batch_size})")
 
@@ -199,6 +222,7 @@ def fit(
     precision: str = "auto",
     eps: float = DEFAULT_EPS,
     num_threads: int | None = None,
+    boundary_scale: str = "kl",
 ) -> xr.Dataset:
     """Train a VAE with the boundary loss on an image's patches; return its latent maps.
 
@@ -212,8 +236,8 @@ def fit(
     latent_dim : int
         Number of content latents (the maps in ``z_mean``).
     boundary_weight : float, optional
-        Weight of the boundary loss. ``None``: `DEFAULT_BOUNDARY_WEIGHT` for the TV
-        forms, `DEFAULT_REFERENCE_WEIGHT` (the ``w`` of ``(w + term) * ELBO``) for
+        Weight of the boundary loss (dimensionless with ``boundary_scale="kl"``, see
+        `boundary_price`). ``None``: `DEFAULT_BOUNDARY_WEIGHT` for the TV forms, `DEFAULT_REFERENCE_WEIGHT` (the ``w`` of ``(w + term) * ELBO``) for
         ``boundary_loss="reference"``. ``0`` trains a plain VAE.
     model : {"vae", "shift", "rotation"}
         Plain VAE; shift-invariant (2 translation latents, coordinate decoder);
@@ -261,6 +285,10 @@ def fit(
         ``"auto"``: bf16 (or fp16) autocast on CUDA, float32 elsewhere.
     eps : float
         Smoothing of the isotropic TV.
+    boundary_scale : {"kl", "none"}
+        How the TV boundary loss is priced (see `boundary_price`): in units of the
+        content latents' KL per patch (default; ``boundary_weight`` is then
+        dimensionless) or in fixed nats per patch.
     num_threads : int, optional
         CPU threads for the fit (restored afterwards). ``None``: half the cores (at
         least 1). These small networks gain little from more intra-op threads, and on
@@ -271,7 +299,8 @@ def fit(
     -------
     xarray.Dataset
         ``z_mean``, ``z_std`` ``("latent", "y", "x")``; for invariant models ``shift``
-        ``("shift_dim", "y", "x")`` in pixels and (rotation) ``angle`` ``("y", "x")`` in
+        ``("shift_dim", "y", "x")`` in pixels (read it as ``result["shift"]``:
+        ``Dataset.shift`` is a method) and (rotation) ``angle`` ``("y", "x")`` in
         radians; ``loss_total``, ``loss_reconstruction``, ``loss_kl``,
         ``loss_boundary`` ``("epoch",)`` (per-patch means); every setting, ``device``,
         versions, ``elapsed_s`` and ``model_id`` in ``attrs``. The model is reached
@@ -304,13 +333,14 @@ def fit(
 
 def _fit(image, *, patch_size, stride, latent_dim, boundary_weight, model, transform, epochs,
          device, seed, callback, cancel, boundary_loss, tile_size, batch_size, lr, beta,
-         kl_warmup, likelihood, shift_prior, angle_prior, hidden, map_every, precision, eps):
+         kl_warmup, likelihood, shift_prior, angle_prior, hidden, map_every, precision, eps,
+         boundary_scale):
     from .features import prepare_inputs
 
     t0 = time.perf_counter()
     image = _as_image(image)
     _check_settings(image, patch_size, stride, latent_dim, boundary_weight, model, epochs,
-                    boundary_loss, tile_size, batch_size)
+                    boundary_loss, tile_size, batch_size, boundary_scale)
     if boundary_weight is None:
         boundary_weight = DEFAULT_REFERENCE_WEIGHT if boundary_loss == "reference" else DEFAULT_BOUNDARY_WEIGHT
     if not np.all(np.isfinite(np.asarray(image.data, dtype=float))):
@@ -344,7 +374,7 @@ def _fit(image, *, patch_size, stride, latent_dim, boundary_weight, model, trans
 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)  # tile offsets: CPU generator, same on any device
-    net = MODEL_CLASSES[model](**kwargs) if model in MODEL_CLASSES else build_model({"family": model, **kwargs})
+    net = build_model({"family": model, **kwargs})
     net.to(dev)
     data = torch.from_numpy(data_np).to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
@@ -394,7 +424,7 @@ def _fit(image, *, patch_size, stride, latent_dim, boundary_weight, model, trans
                 loss = nelbo.mean()
             else:
                 b = tv_loss(z_tiles, kind=boundary_loss, eps=eps)
-                loss = nelbo.mean() + boundary_weight * b
+                loss = nelbo.mean() + boundary_weight * boundary_price(terms, L, boundary_scale) * b
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
@@ -451,6 +481,7 @@ def _fit(image, *, patch_size, stride, latent_dim, boundary_weight, model, trans
         "likelihood": likelihood,
         "hidden": int(hidden),
         "eps": float(eps),
+        "boundary_scale": boundary_scale,
         "shift_prior": float(kwargs.get("shift_prior", 0.0)),
         "angle_prior": float(kwargs.get("angle_prior", 0.0)),
         "lattice_period": float(period) if period else 0.0,

@@ -1,0 +1,208 @@
+"""How responsive the served dashboard is on the default demo (prints figures; not a test).
+
+Serves the dashboard in this process, opens it in headless Chromium (Playwright),
+waits for the first training, then releases the patch-size slider and measures:
+
+* slider release -> first updated latent map drawn in the browser (target <= 2 s),
+* slider release -> finished fit, result shown (target <= 15 s),
+* a widget round-trip while that training runs (target <= 200 ms): a click on a
+  checkbox, handled by the server, whose answer (a text) appears in the page.
+
+Without Chromium (``--store``), the same figures are taken through the store's API
+(no browser: the first two are then the times at which the server pushes the
+update, the third is the time the server's event loop takes to handle a change).
+
+Usage::
+
+    python benchmarks/app_responsiveness.py [--repeats 3] [--store] [--small]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import sys
+import threading
+import time
+import urllib.request
+
+TARGETS = {"first_map_s": 2.0, "fit_done_s": 15.0, "round_trip_ms": 200.0}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        return sock.getsockname()[1]
+
+
+def _wait(condition, timeout=300.0, interval=0.005):
+    end = time.perf_counter() + timeout
+    while time.perf_counter() < end:
+        if condition():
+            return time.perf_counter()
+        time.sleep(interval)
+    raise TimeoutError("condition not met")
+
+
+def _serve(small: bool):
+    """Serve the default demo (or a small one); returns the URL and the sessions' dashboards."""
+    import panel as pn
+
+    from phyvae_dash.app.app import Dashboard
+
+    dashboards = []
+
+    def page():
+        if small:
+            import phyvae_dash as pvd
+            from phyvae_dash.app.store import Store
+            store = Store(pvd.synthetic.make("pfm_labyrinth", shape=(96, 96))["image"], auto_train=False)
+            store.param.update(patch_size=8, stride=4, epochs=10)
+            store.auto_train = True
+            dashboard = Dashboard(store=store)
+            store.train()
+        else:
+            dashboard = Dashboard()
+        # The round-trip probe: a checkbox click answered by the server with a text.
+        probe = dashboard.image_view.show_walls
+        probe.param.watch(lambda event: setattr(
+            dashboard.controls.device, "object", f"Device: **{dashboard.store.device}** · walls {event.new}"),
+            "value")
+        dashboards.append(dashboard)
+        return dashboard.template
+
+    port = _free_port()
+    server = pn.serve(page, port=port, address="localhost", show=False, threaded=True)
+    _wait(lambda: _ok(f"http://localhost:{port}/"), timeout=60, interval=0.2)
+    return f"http://localhost:{port}/", dashboards, server
+
+
+def _ok(url):
+    try:
+        return urllib.request.urlopen(url, timeout=2).status == 200
+    except OSError:
+        return False
+
+
+def _release_slider(page, selector, pixels):
+    box = page.locator(selector).first.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + pixels, y, steps=8)
+    page.mouse.up()
+    return time.perf_counter()
+
+
+def run_browser(repeats: int, small: bool) -> dict:
+    from playwright.sync_api import sync_playwright
+
+    url, dashboards, server = _serve(small)
+    figures = {name: [] for name in TARGETS}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=shutil.which("chromium"),
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = browser.new_page(viewport={"width": 1600, "height": 1800})
+        page.goto(url, timeout=120_000)
+        _wait(lambda: dashboards, timeout=60)
+        dashboard = dashboards[-1]
+        store = dashboard.store
+        _wait(lambda: store.result is not None and not store.running, timeout=900, interval=0.2)
+        page.wait_for_timeout(2000)
+        maps = page.locator(".pvd-latent-maps").first
+        for repeat in range(repeats):
+            before = maps.screenshot()
+            old_result, old_z = store.result, store.z_maps
+            # Alternate directions so that every release changes the patch size.
+            released = _release_slider(page, ".pvd-patch-size .noUi-handle", 25 if repeat % 2 == 0 else -25)
+            _wait(lambda: store.z_maps is not old_z and store.z_maps is not None
+                  and store.z_maps.shape != old_z.shape, timeout=300)
+            # Drawn in the browser: the maps' pixels change.
+            while maps.screenshot() == before:
+                pass
+            figures["first_map_s"].append(time.perf_counter() - released)
+            # While training runs: click the probe checkbox and wait for the server's answer.
+            if store.running:
+                state = not dashboard.image_view.show_walls.value
+                clicked = time.perf_counter()
+                page.get_by_text("Walls", exact=True).first.click()
+                page.get_by_text(f"walls {state}").first.wait_for(state="attached", timeout=30_000)
+                figures["round_trip_ms"].append(1000 * (time.perf_counter() - clicked))
+            _wait(lambda: store.result is not old_result and not store.running, timeout=900, interval=0.01)
+            figures["fit_done_s"].append(time.perf_counter() - released)
+            page.wait_for_timeout(1500)
+        browser.close()
+    server.stop()
+    return figures
+
+
+def run_store(repeats: int, small: bool) -> dict:
+    """The same figures through the store API (no browser, no server)."""
+    from phyvae_dash.app.app import Dashboard
+    import phyvae_dash as pvd
+    from phyvae_dash.app.store import Store
+
+    if small:
+        store = Store(pvd.synthetic.make("pfm_labyrinth", shape=(96, 96))["image"], auto_train=False)
+        store.param.update(patch_size=8, stride=4, epochs=10)
+        store.auto_train = True
+    else:
+        store = Store()
+    dashboard = Dashboard(store=store)
+    store.train()
+    store.wait(900)
+    figures = {name: [] for name in TARGETS}
+    for repeat in range(repeats):
+        old_z = store.z_maps
+        released = time.perf_counter()
+        dashboard.controls.patch_size.value = store.patch_size + (2 if repeat % 2 == 0 else -2)
+        import param
+        with param.edit_constant(dashboard.controls.patch_size):
+            dashboard.controls.patch_size.value_throttled = dashboard.controls.patch_size.value
+        first = _wait(lambda: store.z_maps is not None and store.z_maps is not old_z)
+        figures["first_map_s"].append(first - released)
+        if store.running:
+            clicked = time.perf_counter()
+            dashboard.image_view.show_walls.value = not dashboard.image_view.show_walls.value
+            figures["round_trip_ms"].append(1000 * (time.perf_counter() - clicked))
+        store.wait(900)
+        figures["fit_done_s"].append(time.perf_counter() - released)
+    return figures
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--store", action="store_true", help="measure through the store API, no browser")
+    parser.add_argument("--small", action="store_true", help="a 96 x 96 demo instead of the default one")
+    args = parser.parse_args(argv)
+    use_browser = not args.store and shutil.which("chromium") is not None
+    started = time.perf_counter()
+    figures = (run_browser if use_browser else run_store)(args.repeats, args.small)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"\nDashboard responsiveness ({'default demo' if not args.small else '96 x 96 demo'}, "
+          f"{'browser: headless Chromium' if use_browser else 'store API'}, {os.cpu_count()} CPU cores, "
+          f"load average {load:.1f}, {threading.active_count()} threads, "
+          f"{time.perf_counter() - started:.0f} s in all)")
+    print(f"{'measure':<38}{'median':>10}{'worst':>10}{'target':>10}  ok")
+    names = {"first_map_s": "slider release -> first latent map (s)",
+             "fit_done_s": "slider release -> finished fit (s)",
+             "round_trip_ms": "widget round-trip while training (ms)"}
+    all_ok = True
+    for key, label in names.items():
+        values = figures[key]
+        if not values:
+            print(f"{label:<38}{'n/a':>10}{'':>10}{TARGETS[key]:>10.4g}  (training ended before)")
+            continue
+        median, worst = statistics.median(values), max(values)
+        ok = median <= TARGETS[key]
+        all_ok &= ok
+        print(f"{label:<38}{median:>10.3g}{worst:>10.3g}{TARGETS[key]:>10.4g}  {'yes' if ok else 'NO'}")
+    return 0 if all_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
