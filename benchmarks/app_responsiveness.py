@@ -74,8 +74,8 @@ def _serve(small: bool):
         return dashboard.template
 
     port = _free_port()
-    server = pn.serve(page, port=port, address="localhost", show=False, threaded=True)
-    _wait(lambda: _ok(f"http://localhost:{port}/"), timeout=60, interval=0.2)
+    server = pn.serve(page, port=port, address="localhost", show=False, threaded=True, liveness=True)
+    _wait(lambda: _ok(f"http://localhost:{port}/liveness"), timeout=60, interval=0.2)
     return f"http://localhost:{port}/", dashboards, server
 
 

@@ -36,7 +36,7 @@ def wait_until(condition, page=None, timeout=30.0, interval=0.1, what="condition
         try:
             if condition():
                 return
-        except AssertionError:
+        except (AssertionError, OSError):  # not yet (e.g. the server is still starting)
             pass
         if page is not None:
             page.wait_for_timeout(interval * 1000)
@@ -73,9 +73,10 @@ def server():
         return dashboard.template
 
     port = free_port()
-    thread = pn.serve(page, port=port, address="localhost", show=False, threaded=True,
+    thread = pn.serve(page, port=port, address="localhost", show=False, threaded=True, liveness=True,
                       websocket_max_message_size=WEBSOCKET_MAX_MESSAGE_SIZE)
-    wait_until(lambda: urllib.request.urlopen(f"http://localhost:{port}/", timeout=2).status == 200,
+    # /liveness answers without opening a session (a GET of the page would build one).
+    wait_until(lambda: urllib.request.urlopen(f"http://localhost:{port}/liveness", timeout=2).status == 200,
                timeout=30, what="the server")
     yield f"http://localhost:{port}/", stores
     for store in stores:
@@ -106,9 +107,17 @@ def session(server, browser):
     wait_until(lambda: len(stores) > count, page, what="the session")
     store = stores[-1]
     wait_until(lambda: store.result is not None, page, timeout=120, what="the first training")
-    page.wait_for_timeout(1500)  # the browser draws what the server sent
+    shown(page)
     yield page, store, messages
     page.close()
+
+
+def shown(page):
+    """Wait until the browser shows a finished training (the server has sent it all)."""
+    page.get_by_text("Done in").first.wait_for(state="visible", timeout=60_000)
+    page.wait_for_timeout(1000)  # Bokeh draws the canvases after the models arrive
+
+
 
 
 def errors(messages):
@@ -160,7 +169,7 @@ def test_patch_size_slider_retrains_and_map_changes(session):
     wait_until(lambda: store.result is not None and store.result is not old and not store.running,
                page, timeout=120, what="the retrained result")
     assert store.result.attrs["patch_size"] == store.patch_size
-    page.wait_for_timeout(1500)
+    shown(page)
     after = shot(page, "maps_after_slider", maps)
     assert after != before
     shot(page, "app_after_slider")
@@ -193,7 +202,7 @@ def test_upload_npy_loads_it(session, tmp_path):
     assert store.data.shape == (64, 64)
     wait_until(lambda: store.result is not None and not store.running, page, timeout=120,
                what="training on the upload")
-    page.wait_for_timeout(1500)
+    shown(page)
     shot(page, "app_after_upload")
     assert errors(messages) == []
 

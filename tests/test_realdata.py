@@ -16,15 +16,18 @@ Each check is physics, not a stored number:
 Fits are short (few epochs, coarse strides) so that the whole file runs in well under a
 minute on two shared cores; the thresholds leave room for the spread between seeds
 measured on these settings (reported in benchmarks/realdata.py).
+
+The helpers of :mod:`phyvae_dash.analysis.realdata` are tested first, on small
+synthetic arrays (no real data needed).
 """
 import numpy as np
 import pytest
+import xarray as xr
 from scipy import ndimage
 
 import phyvae_dash as pvd
 from phyvae_dash.analysis import realdata as rd
-
-pytestmark = pytest.mark.realdata
+from phyvae_dash.errors import DataError
 
 PZT = "pfm/PZT_final0001.h5"
 PTO = "pfm/PTO_Funakubo0002.h5"
@@ -64,8 +67,94 @@ def _check_labels(labels, result, units, max_wall_ratio=0.5):
     assert _coherent(labels) < max_wall_ratio
 
 
+# ---------------------------------------------------------------- helpers (no files)
+
+def _grid(n, step=0.1, units="µm"):
+    return {d: (d, np.arange(n) * step, {"units": units}) for d in ("y", "x")}
+
+
+@pytest.mark.parametrize("levels", [(-40.0, 140.0), (-80.0, 100.0), (170.0, -10.0),
+                                    (265.0, 85.0)])
+def test_phase_domains_splits_two_levels_anywhere_on_the_circle(levels):
+    rng = np.random.default_rng(0)
+    truth = np.zeros((40, 40), dtype=int)
+    truth[10:25, 5:20] = 1  # a switched island in a matrix
+    phase = np.where(truth == 1, levels[1], levels[0]) + rng.normal(0, 15, truth.shape)
+    # A PFM phase lives in [-90, 270): noise pushes some values across the wrap.
+    phase = -90 + np.mod(phase + 90, 360)
+    image = xr.DataArray(phase, dims=("y", "x"), coords=_grid(40), name="Phase",
+                         attrs={"units": "deg", "phase_channels": ["Phase"]})
+    labels = rd.phase_domains(image)
+    assert labels.dims == ("y", "x") and labels.x.attrs["units"] == "µm"
+    assert np.mean(labels.values == truth) > 0.995  # 1 = the smaller domain
+
+
+def test_phase_domains_reads_a_channel_of_a_scan_and_radians():
+    phase = np.where(np.arange(30)[None, :] < 12, 0.3, 0.3 + np.pi) * np.ones((30, 1))
+    scan = xr.DataArray(np.stack([np.ones((30, 30)), phase], axis=-1),
+                        dims=("y", "x", "channel"), coords={"channel": ["Amp", "Ph"]},
+                        attrs={"phase_channels": ["Ph"], "channel_units": ["m", "rad"]})
+    labels = rd.phase_domains(scan)
+    assert labels.attrs["channel"] == "Ph"
+    assert labels.values[:, :12].all() and not labels.values[:, 12:].any()
+
+
+def test_phase_domains_needs_a_phase_channel():
+    with pytest.raises(DataError, match="no phase channel"):
+        rd.phase_domains(xr.DataArray(np.zeros((8, 8)), dims=("y", "x")))
+
+
+def test_reference_agreement_forgives_splits_but_not_crossings():
+    reference = xr.DataArray(np.repeat([[0] * 8 + [1] * 8], 16, axis=0), dims=("y", "x"))
+    split = reference.values * 2 + (np.arange(16)[:, None] >= 8)  # 4 quadrants
+    crossing = np.repeat([[0] * 4 + [1] * 8 + [0] * 4], 16, axis=0)
+    agree = rd.reference_agreement(reference.copy(data=split), reference)
+    assert agree["n_domains"] == 4 and agree["ari_merged"] == 1.0 and agree["ari"] < 1.0
+    assert rd.reference_agreement(reference.copy(data=crossing), reference)["ari_merged"] < 0.1
+
+
+def test_high_signal_domain_finds_a_thin_network():
+    signal = np.zeros((30, 30))
+    signal[:, 14:16] = 5.0  # a wall two cells wide
+    signal[14:16, :] = 5.0
+    labels = xr.DataArray((signal > 0).astype(int), dims=("y", "x"), coords=_grid(30))
+    report = rd.high_signal_domain(labels, labels.copy(data=signal))
+    assert report["domain"] == 1 and report["iou"] == 1.0
+    assert report["edge_fraction"] > 0.9 and report["area_fraction"] < 0.15
+    assert report["iou_chance"] < 0.1
+
+
+def test_prepare_spm_leaves_a_lone_phase_channel_alone():
+    phase = np.where(np.arange(32)[:, None] < 10, 140.0, -40.0) * np.ones((1, 32))
+    image = xr.DataArray(phase, dims=("y", "x"), name="PhaseRetrace",
+                         attrs={"units": "deg", "phase_channels": ["PhaseRetrace"]})
+    out = rd.prepare(image, clip=None)
+    np.testing.assert_array_equal(out.values, phase)  # line levelling would erase the domains
+
+
+def test_prepare_leaves_spectra_unbinned_and_stem_unlevelled():
+    spectra = xr.DataArray(np.random.default_rng(0).random((300, 300, 4)),
+                           dims=("y", "x", "energy"))
+    assert rd.prepare(spectra).shape == (300, 300, 4)
+    stem = xr.DataArray(np.random.default_rng(0).random((64, 64)), dims=("y", "x"),
+                        name="HAADF")
+    assert rd.prepare(stem).attrs["preprocessing"] == ["clip_outliers(percentile=(0.1, 99.9))"]
+
+
+def test_recommended_settings_by_kind():
+    spectra = xr.DataArray(np.zeros((50, 50, 10)), dims=("y", "x", "bias"))
+    assert rd.recommended_settings(spectra) == {"patch_size": 3, "stride": 1}
+    yy, xx = np.mgrid[:256, :256]
+    lattice = xr.DataArray(np.cos(2 * np.pi * xx / 9.7) + np.cos(2 * np.pi * yy / 9.7),
+                           dims=("y", "x"), name="HAADF")
+    assert rd.recommended_settings(lattice)["patch_size"] >= 28  # three periods
+    small = xr.DataArray(np.random.default_rng(0).random((68, 68)), dims=("y", "x"))
+    assert rd.recommended_settings(small) == {"patch_size": 16, "stride": 1}
+
+
 # ---------------------------------------------------------------------------- loading
 
+@pytest.mark.realdata
 def test_load_pfm_files_with_units_and_phase(shared_data):
     pzt = pvd.load(shared_data / PZT)
     assert pzt.dims == ("y", "x", "channel") and pzt.shape == (256, 256, 8)
@@ -80,6 +169,7 @@ def test_load_pfm_files_with_units_and_phase(shared_data):
     assert single.x.attrs["units"] == "µm" and _span(single, "x") == pytest.approx(5.0, rel=0.02)
 
 
+@pytest.mark.realdata
 def test_load_stem_spectral_and_dm3(shared_data):
     mos2 = pvd.load(shared_data / MOS2)
     assert mos2.shape == (512, 512) and mos2.x.attrs["units"] == "nm"
@@ -91,6 +181,7 @@ def test_load_stem_spectral_and_dm3(shared_data):
     assert dm3.ndim == 2 and dm3.x.attrs["units"] == "µm"
 
 
+@pytest.mark.realdata
 def test_prepare_levels_spm_lines_but_never_the_phase(shared_data):
     image = pvd.load(shared_data / PZT, channel=["HeightRetrace", "AmplitudeRetrace",
                                                   "PhaseRetrace"])
@@ -106,6 +197,7 @@ def test_prepare_levels_spm_lines_but_never_the_phase(shared_data):
     assert np.ptp(rows) < 0.05 * np.ptp(image.sel(channel="AmplitudeRetrace").values)
 
 
+@pytest.mark.realdata
 def test_prepare_bins_large_stem_image_keeping_nm(shared_data):
     mos2 = rd.prepare(pvd.load(shared_data / MOS2))
     assert mos2.shape == (256, 256)
@@ -121,6 +213,7 @@ def _pfm_fit(path, channels, stride, epochs=15, seed=0):
                    device="cpu")
 
 
+@pytest.mark.realdata
 def test_pzt_domains_follow_the_phase_channel(shared_data):
     reference = rd.phase_domains(pvd.load(shared_data / PZT))
     assert 0.05 < reference.attrs["fraction_1"] < 0.5  # switched islands in a matrix
@@ -152,6 +245,7 @@ def test_pzt_domains_follow_the_phase_channel(shared_data):
     assert amp["ari_merged"] < agreement["ari_merged"]
 
 
+@pytest.mark.realdata
 def test_single_frequency_pfm_domains_follow_the_phase(shared_data):
     reference = rd.phase_domains(pvd.load(shared_data / SINGLE_FREQ))
     assert 0.2 < reference.attrs["fraction_1"] <= 0.5  # two large domains
@@ -165,6 +259,7 @@ def test_single_frequency_pfm_domains_follow_the_phase(shared_data):
     assert two["ari"] >= 0.3               # 0.41-0.65
 
 
+@pytest.mark.realdata
 def test_pto_cross_hatch_gives_coherent_domains(shared_data):
     # The a/c cross-hatch is fine and noisy: a finer grid (stride 4) than for PZT.
     result = _pfm_fit(shared_data / PTO, ["AmplitudeRetrace", "PhaseRetrace"], stride=4)
@@ -189,6 +284,7 @@ def test_pto_cross_hatch_gives_coherent_domains(shared_data):
 
 # ------------------------------------------------------------------ spectral: IV map
 
+@pytest.mark.realdata
 def test_bfo_conducting_walls_form_their_own_domain(shared_data):
     image = rd.prepare(pvd.load(shared_data / BFO))
     settings = rd.recommended_settings(image)
@@ -207,6 +303,7 @@ def test_bfo_conducting_walls_form_their_own_domain(shared_data):
 
 # ------------------------------------------------------------------ STEM and DM3
 
+@pytest.mark.realdata
 def test_mos2_stem_fit_in_nanometres(shared_data):
     # Binned 4x (128 px, ~5 px per lattice period) to keep the test to a second.
     image = rd.prepare(pvd.load(shared_data / MOS2), max_side=128)
@@ -220,6 +317,7 @@ def test_mos2_stem_fit_in_nanometres(shared_data):
     assert labels.attrs["n_domains"] >= 2
 
 
+@pytest.mark.realdata
 def test_dm3_image_short_fit_in_micrometres(shared_data):
     image = rd.prepare(pvd.load(shared_data / DM3))
     result = pvd.fit(image, patch_size=16, stride=2, epochs=5, seed=0, device="cpu")

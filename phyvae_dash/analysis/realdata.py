@@ -139,9 +139,9 @@ def recommended_settings(image: xr.DataArray) -> dict:
 
     Spectral maps: the spectrum averaged over a 3 x 3 neighbourhood of each position
     (stride 1), so that every position is a grid cell and thin features such as domain
-    walls (a few positions wide) survive. Images: 16-pixel patches, or patches three
-    lattice periods wide when the image shows a lattice (so that the translation-
-    invariant |FFT| inputs that ``transform="auto"`` picks see the lattice), with a
+    walls (a few positions wide) survive. Images: 16-pixel patches, or, for non-SPM
+    images with an atomic lattice, patches three lattice periods wide (so that the
+    translation-invariant |FFT| inputs that ``transform="auto"`` picks see it), with a
     stride that gives a grid of about 60 cells on the longer side (a few thousand
     patches: a fit of seconds on a laptop CPU).
 
@@ -168,7 +168,10 @@ def recommended_settings(image: xr.DataArray) -> dict:
         return {"patch_size": 3, "stride": 1}
     short, long = sorted((image.sizes["y"], image.sizes["x"]))
     patch = 16
-    period = detect_lattice_period(image)
+    # Only atomic lattices (electron microscopy) widen the patch: the periodic textures
+    # of SPM scans (ferroelastic twins, stripes) are domains themselves, and patches
+    # several twin periods wide would blur the 180° walls between them.
+    period = None if looks_like_spm(image) else detect_lattice_period(image)
     if period is not None:
         patch = max(patch, 2 * int(math.ceil(1.5 * period)))
     patch = min(patch, short)

@@ -236,7 +236,7 @@ class Store(param.Parameterized):
         # The session's document: background threads schedule their updates on it.
         self._doc = pn.state.curdoc if pn.state.curdoc and pn.state.curdoc.session_context else None
         if image is not None:
-            self._set_data(image, source=image.attrs.get("source", "array"))
+            self._set_data(image, source=image.attrs.get("source") or image.name or "your image")
         else:
             names = dataset_names()
             demo = DEFAULT_DEMO if DEFAULT_DEMO in names else (names[0] if names else None)

@@ -331,14 +331,18 @@ class ImageView(View):
             cmap=DOMAIN_CMAP, alpha=0.35, colorbar=False, clim=(0, 9))
 
     def _walls(self, labels=None, show=True):
-        # Walls drawn as the level lines between domain labels: thin lines that do not
-        # hide the image (the store's `boundaries` mask marks whole grid cells).
+        # Walls as thin lines: the outline of each domain (its indicator's 0.5 level line).
+        # Neighbouring domains draw the same line, so each wall shows once; the store's
+        # `boundaries` mask, which marks whole grid cells, would hide the image.
         if labels is None or not show or int(labels.max()) < 1:
             return hv.Contours([]).opts(line_width=0)
-        levels = list(np.arange(int(labels.max())) + 0.5)
-        image = _grid_image(labels.values.astype(float), labels, "domain")
-        return hv.operation.contours(image, levels=levels, filled=False).opts(
-            color=WALL, line_width=1.5, cmap=[WALL], colorbar=False, show_legend=False)
+        outlines = []
+        for label in range(int(labels.max()) + 1):
+            indicator = _grid_image((labels.values == label).astype(float), labels, "inside")
+            outline = hv.operation.contours(indicator, levels=[0.5], filled=False)
+            outlines += [path.array([0, 1]) for path in outline.split()]
+        return hv.Contours(outlines, kdims=[_dim("x", labels["x"]), _dim("y", labels["y"])]).opts(
+            color=WALL, line_width=1.5)
 
     def _highlight(self, selection=None, z_maps=None):
         return _mask_image(selection, z_maps, "selected", HIGHLIGHT, alpha=0.55,

@@ -340,14 +340,15 @@ def _half_plane_mask(p: int) -> np.ndarray:
     """Boolean mask over the ``rfft2`` grid ``(p, p//2+1)`` keeping each |F| once.
 
     rfft2 already drops kx < 0; in the kx = 0 (and, for even p, kx = p/2) columns ky
-    and -ky are still both present and equal in magnitude, so keep ky in [1, p/2].
-    DC is dropped: patches are mean-subtracted.
+    and -ky are still both present and equal in magnitude, so keep ky >= 0 there.
+    DC is dropped: patches are mean-subtracted. For p = 16: 129 of 144 bins.
     """
     mask = np.ones((p, p // 2 + 1), dtype=bool)
     ky = np.fft.fftfreq(p) * p
-    edge_cols = [0] + ([p // 2] if p % 2 == 0 else [])
-    for col in edge_cols:
-        mask[:, col] = (ky > 0) | (ky == -p / 2) if p % 2 == 0 else ky > 0
+    nyquist = (ky == -p / 2) if p % 2 == 0 else np.zeros(p, dtype=bool)
+    mask[:, 0] = (ky > 0) | nyquist
+    if p % 2 == 0:
+        mask[:, p // 2] = (ky >= 0) | nyquist
     mask[0, 0] = False
     return mask
 
@@ -380,7 +381,7 @@ def fft_features(patches: np.ndarray, pool: int | None = None,
     >>> shifted = np.roll(patch, (5, 3), axis=(0, 1))  # a periodic patch, shifted
     >>> f = fft_features(np.stack([patch, shifted]))
     >>> f.shape, bool(np.allclose(f[0], f[1], atol=1e-4))
-    ((2, 136), True)
+    ((2, 129), True)
     """
     lead = patches.shape[:-3]
     p, _, c = patches.shape[-3:]
@@ -552,10 +553,13 @@ def prepare_inputs(image: xr.DataArray, patch_size: int, stride: int = 1,
     Examples
     --------
     >>> import phyvae_dash.data.synthetic as synthetic
-    >>> ds = synthetic.make("graphene_grains", shape=(96, 96), seed=0)
+    >>> ds = synthetic.make("graphene_grains", shape=(128, 128), seed=0)
     >>> inputs = prepare_inputs(ds.image, patch_size=24, stride=4)
     >>> inputs.transform, inputs.data.shape, inputs.data.dtype
-    ('fft+mean', (19, 19, 301), dtype('float32'))
+    ('fft+mean', (27, 27, 290), dtype('float32'))
+    >>> print(inputs.reason)  # doctest: +ELLIPSIS
+    lattice period 4.2 px fits 5.7x in a patch: translation-invariant |FFT| features...
+
     """
     if transform not in TRANSFORMS:
         raise SettingsError(f"transform must be one of {TRANSFORMS}, not {transform!r}")
@@ -635,7 +639,9 @@ PRESETS: dict[str, dict] = {
     "pfm_labyrinth": {"patch_size": 16, "stride": 4, "transform": "patch", "latent_dim": 2},
     # Real data: let "auto" decide from the image.
     "pfm": {"patch_size": 16, "stride": 4, "transform": "auto", "latent_dim": 2},
-    "stem": {"patch_size": 32, "stride": 8, "transform": "auto", "latent_dim": 2},
+    # HAADF-STEM at a few nm field of view: the MoS2 file's strongest reflection has a
+    # 19.9 px period (512 px, 7 nm), so a 48 px patch holds 2.4 periods.
+    "stem": {"patch_size": 48, "stride": 8, "transform": "auto", "latent_dim": 2},
     "spectral": {"patch_size": 3, "stride": 1, "transform": "spectrum", "latent_dim": 2},
 }
 

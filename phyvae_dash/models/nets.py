@@ -30,7 +30,7 @@ class ConvEncoder(nn.Module):
     """
 
     def __init__(self, in_channels: int, patch_size: int, out_dim: int, hidden: int = 128,
-                 channels: int = 16):
+                 channels: int = 8):
         super().__init__()
         side = _conv_out(_conv_out(patch_size))
         self.features = nn.Sequential(

@@ -13,6 +13,7 @@ import os
 import platform
 import time
 import uuid
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -44,6 +45,9 @@ BOUNDARY_LOSSES = ("tv", "anisotropic", "reference", "none")
 #: models render every pixel through an MLP and cost several times more per patch).
 VISITS = {"vae": 120_000, "shift": 40_000, "rotation": 40_000}
 MIN_EPOCHS, MAX_EPOCHS = 8, 200
+#: Below this spread (largest std over the map of a content latent, in prior std) the
+#: latents have collapsed and `fit` warns; recorded as ``attrs["latent_spread"]``.
+COLLAPSED_SPREAD = 0.1
 LOSS_NAMES = ("loss_total", "loss_reconstruction", "loss_kl", "loss_boundary")
 
 
@@ -451,6 +455,12 @@ def _fit(image, *, patch_size, stride, latent_dim, boundary_weight, model, trans
     net.eval()
     mu, std = encode_all(net, data)
     ds = persist.latent_dataset(net, mu, std, inputs.y, inputs.x)
+    spread = float(ds["z_mean"].std(("y", "x")).max())
+    if spread < COLLAPSED_SPREAD:
+        warnings.warn(
+            f"the latent maps are nearly flat (spread {spread:.3f} prior std): the latents "
+            f"collapsed; try a smaller boundary_weight (now {boundary_weight}), more epochs or "
+            "another transform", RuntimeWarning, stacklevel=3)
     epoch_coord = np.arange(1, epochs + 1)
     for k in LOSS_NAMES:
         ds[k] = ("epoch", np.asarray(history[k]), {"units": "nats per patch" if k != "loss_boundary" else
@@ -490,6 +500,7 @@ def _fit(image, *, patch_size, stride, latent_dim, boundary_weight, model, trans
         "num_threads": int(torch.get_num_threads()),
         "precision": precision,
         "n_patches": int(n),
+        "latent_spread": spread,
         "elapsed_s": float(elapsed),
         "patches_per_s": float(n * epochs / elapsed),
         "phyvae_dash_version": __version__,
