@@ -5,8 +5,8 @@ domains, NiO-LSMO-like two-phase lattice, PFM labyrinth with amplitude + phase) 
 prints one table:
 
 * ``phyvae-dash``      -- `fit` with the kind's preset (``features.PRESETS``: patch size,
-  stride, transform, boundary weight, ...), then `segment` into the true number of
-  domains;
+  stride, transform, boundary weight, ...), then `segment` (``features.SEGMENT_PRESETS``)
+  into the true number of domains;
 * ``boundary_weight=0`` -- the same fit without the boundary loss;
 * ``reference``        -- (``--reference``) the authors' multiplicative, non-differentiable
   boundary term instead of the total-variation loss;
@@ -32,7 +32,7 @@ import time
 
 import phyvae_dash as pvd
 from phyvae_dash.analysis import metrics
-from phyvae_dash.models.features import PRESETS, preset_for
+from phyvae_dash.models.features import PRESETS, SEGMENT_PRESETS, preset_for
 
 
 def _score(labels, phantom, seconds, transform):
@@ -52,10 +52,10 @@ def run_kind(kind: str, size: int, seed: int, reference: bool, epochs: int | Non
     phantom = pvd.synthetic.make(kind, shape=(size, size), seed=seed)
     settings = preset_for(kind, phantom.image)
     n_domains = int(phantom.attrs["n_labels"])
-    fit_settings = {k: v for k, v in settings.items() if k not in ("n_domains", "segment")}
+    fit_settings = dict(settings)
     if epochs is not None:
         fit_settings["epochs"] = epochs
-    segment_options = settings.get("segment", {})
+    segment_options = SEGMENT_PRESETS.get(kind, {})
     rows = {}
 
     def vae(name, **override):
@@ -83,7 +83,7 @@ def run_kind(kind: str, size: int, seed: int, reference: bool, epochs: int | Non
 
 
 def print_table(kind: str, size: int, rows: dict, settings: dict) -> None:
-    shown = ", ".join(f"{k}={v}" for k, v in settings.items() if k != "segment")
+    shown = ", ".join(f"{k}={v}" for k, v in {**settings, **SEGMENT_PRESETS.get(kind, {})}.items())
     print(f"\n{kind} ({size} x {size}; preset: {shown})")
     print(f"{'method':<20}{'inputs':<11}{'ARI':>7}{'bF1':>7}{'len pred/true':>15}{'fit s':>8}")
     for name, r in rows.items():

@@ -195,8 +195,8 @@ def our_rows(image, device: str, epochs: int, peak: float) -> tuple[list, dict]:
     return rows, measured
 
 
-def like_for_like_patches(image) -> np.ndarray:
-    """The single-channel 16 x 16 patches both shift models train on, in [0, 1]."""
+def like_for_like_patches(image):
+    """The demo's first channel, and its 16 x 16 patches in [0, 1] for pyroVED."""
     from phyvae_dash.models.features import prepare_inputs
 
     if image.ndim == 3:  # pyroVED's iVAE takes one channel: use the first

@@ -180,9 +180,12 @@ def test_box_selection_in_scatter_highlights_the_map(session):
     page, store, messages = session
     maps = ".pvd-latent-maps"
     before = shot(page, "maps_before_brush", maps)
-    # The scatter's box-select tool is active: drag over the left half of the plot area.
-    drag(page, ".pvd-scatter canvas", (0.1, 0.05), (0.6, 0.95))
-    wait_until(lambda: store.selection is not None, page, what="the brushed selection")
+    # The scatter's box-select tool is active: drag over the middle of the plot area.
+    drag(page, ".pvd-scatter canvas", (0.2, 0.2), (0.7, 0.8))
+    try:
+        wait_until(lambda: store.selection is not None, page, what="the brushed selection")
+    finally:
+        shot(page, "scatter_brush", ".pvd-scatter")
     assert 0 < store.selection.sum() < store.selection.size
     page.wait_for_timeout(1500)
     after = shot(page, "maps_after_brush", maps)

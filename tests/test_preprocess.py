@@ -156,3 +156,15 @@ def test_real_pzt_pipeline(shared_data, tmp_path):
     np.testing.assert_allclose(norm, 1, atol=1e-5)
     out.to_netcdf(tmp_path / "pzt.nc")  # attrs stay NetCDF-safe
     assert all(isinstance(s, str) for s in out.attrs["preprocessing"])
+
+
+@pytest.mark.realdata
+def test_lone_phase_channel_is_not_levelled(shared_data):
+    """Levelling a single phase channel would erase the 180-degree domains it shows."""
+    from phyvae_dash import load
+
+    phase = load(shared_data / "pfm" / "SingFreqPFM_0003.h5", channel="PhaseRetrace")
+    for step in (pp.correct_scan_lines, pp.flatten):
+        out = step(phase)
+        np.testing.assert_array_equal(out.values, phase.values)
+        assert "phase channel left unchanged" in out.attrs["preprocessing"][-1]

@@ -63,6 +63,8 @@ def flatten(image: xr.DataArray, order: int = 1, channels=None) -> xr.DataArray:
     if not isinstance(order, (int, np.integer)) or not 0 <= order <= 5:
         raise SettingsError(f"flatten: order must be an integer from 0 to 5, not {order!r}")
     cube, selected = _selected_cube(image, channels)
+    if not selected:
+        return _record(image.copy(), f"flatten(order={order}{_channels_note(image, selected)})")
     ny, nx, nc = cube.shape
     # Pixel indices scaled to [-1, 1] keep the normal equations well conditioned.
     v, u = np.meshgrid(np.linspace(-1, 1, ny), np.linspace(-1, 1, nx), indexing="ij")
@@ -104,6 +106,8 @@ def correct_scan_lines(image: xr.DataArray, method: str = "median", channels=Non
         raise SettingsError(f"correct_scan_lines: method must be one of {SCAN_LINE_METHODS}, "
                             f"not {method!r}")
     cube, selected = _selected_cube(image, channels)
+    if not selected:
+        return _record(image.copy(), f"correct_scan_lines(method={method!r}{_channels_note(image, selected)})")
     stat = np.median if method == "median" else np.mean
     line_level = stat(cube, axis=1, keepdims=True)  # one level per row and channel
     overall = stat(cube, axis=(0, 1), keepdims=True)
@@ -301,6 +305,10 @@ def _selected_cube(image: xr.DataArray, channels):
     """The data as ``(y, x, n)`` and the indices along the third dim to process."""
     cube = np.asarray(image.values)
     if image.ndim == 2:
+        # A lone phase channel must not be levelled either: its two levels are the data.
+        name = str(image.attrs.get("long_name") or image.name or "image")
+        if channels is None and name in _phase_names(image):
+            return cube[..., :0], []
         return cube[..., None], [0]
     n = cube.shape[2]
     if image.dims[2] != "channel":  # spectral: every point
@@ -321,7 +329,8 @@ def _selected_cube(image: xr.DataArray, channels):
 def _replace(image: xr.DataArray, selected, processed: np.ndarray) -> xr.DataArray:
     data = np.array(image.values, dtype=np.result_type(image.dtype, processed.dtype), copy=True)
     if image.ndim == 2:
-        data[...] = processed[..., 0]
+        if selected:
+            data[...] = processed[..., 0]
     else:
         data[..., selected] = processed
     out = image.copy(data=data)
@@ -330,6 +339,8 @@ def _replace(image: xr.DataArray, selected, processed: np.ndarray) -> xr.DataArr
 
 
 def _channels_note(image: xr.DataArray, selected) -> str:
+    if image.ndim == 2 and not selected:
+        return ", phase channel left unchanged"
     if image.ndim == 2 or image.dims[2] != "channel" or len(selected) == image.sizes["channel"]:
         return ""
     return f", channels={[str(image.channel.values[i]) for i in selected]!r}"

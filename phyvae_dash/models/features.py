@@ -42,7 +42,7 @@ from scipy import ndimage
 from ..data.patches import extract_patches
 from ..errors import DataError, SettingsError
 
-__all__ = ["TRANSFORMS", "PRESETS", "Inputs", "prepare_inputs", "detect_lattice_period",
+__all__ = ["TRANSFORMS", "PRESETS", "SEGMENT_PRESETS", "Inputs", "prepare_inputs", "detect_lattice_period",
            "choose_transform", "phase_channel_indices", "fft_features", "preset_for"]
 
 TRANSFORMS = ("auto", "patch", "fft", "fft+mean", "spectrum")
@@ -624,25 +624,36 @@ def prepare_inputs(image: xr.DataArray, patch_size: int, stride: int = 1,
 #: the image; the figures these give are in ``benchmarks/quality.py``'s output.
 PRESETS: dict[str, dict] = {
     # Rotated honeycomb grains: |FFT| sees the orientation of the reflections. A
-    # stronger boundary weight than the default (measured at 256 px, seed 0: weight 5 /
-    # 20 / 60 -> ARI 0.89 / 0.89 / 0.91, boundary F1 0.79 / 0.77 / 0.89).
+    # stronger boundary weight than the default (256 px, seed 0: weight 5 / 20 / 60 ->
+    # ARI 0.89 / 0.89 / 0.91, boundary F1 0.79 / 0.77 / 0.89).
     "graphene_grains": {"patch_size": 24, "stride": 4, "transform": "fft+mean",
                         "latent_dim": 2, "boundary_weight": 60.0},
     # Stripe orientation domains, period 11.3 px: a 24 px patch holds two periods (the
     # phantom's own 16 px suggestion holds 1.4, too few for |FFT| features).
     "bfo_stripes": {"patch_size": 24, "stride": 4, "transform": "fft+mean", "latent_dim": 2},
-    # Two lattices (periods 8.9 and 4.8 px) with the same mean intensity. A weaker
-    # boundary weight (weight 5 / 20 / 60 -> ARI 0.91 / 0.89 / 0.81).
-    "nio_lsmo": {"patch_size": 24, "stride": 4, "transform": "fft+mean", "latent_dim": 2,
-                 "boundary_weight": 5.0},
-    # 180 degree domains: the phase channel (as cos/sin) defines them; raw patches.
-    "pfm_labyrinth": {"patch_size": 16, "stride": 4, "transform": "patch", "latent_dim": 2},
+    # Two lattices (periods 8.9 and 4.8 px) with the same mean intensity; two domains,
+    # so one latent (3 fit seeds, 256 px, k-means: ARI 0.87-0.94).
+    "nio_lsmo": {"patch_size": 24, "stride": 4, "transform": "fft+mean", "latent_dim": 1},
+    # 180 degree domains: the phase channel (as cos/sin) defines them; raw patches. One
+    # latent: with two, the second follows the amplitude's slow background and the
+    # segmentation splits on it (3 fit seeds: ARI 0.15 / 0.92 / 0.16 with two latents,
+    # 0.88 / 0.93 / 0.88 with one, k-means).
+    "pfm_labyrinth": {"patch_size": 16, "stride": 4, "transform": "patch", "latent_dim": 1},
     # Real data: let "auto" decide from the image.
     "pfm": {"patch_size": 16, "stride": 4, "transform": "auto", "latent_dim": 2},
     # HAADF-STEM at a few nm field of view: the MoS2 file's strongest reflection has a
     # 19.9 px period (512 px, 7 nm), so a 48 px patch holds 2.4 periods.
     "stem": {"patch_size": 48, "stride": 8, "transform": "auto", "latent_dim": 2},
     "spectral": {"patch_size": 3, "stride": 1, "transform": "spectrum", "latent_dim": 2},
+}
+
+#: Recommended `segment` options per kind (keyword arguments of
+#: ``phyvae_dash.segment``). With one latent, k-means finds the threshold between two
+#: domains better than a full-covariance GMM, whose unequal component widths shift it
+#: (same fits: NiO-LSMO ARI 0.82 GMM vs 0.91 k-means, PFM 0.87 vs 0.90).
+SEGMENT_PRESETS: dict[str, dict] = {
+    "nio_lsmo": {"method": "kmeans"},
+    "pfm_labyrinth": {"method": "kmeans"},
 }
 
 

@@ -166,7 +166,9 @@ class CoordDecoder(nn.Module):
     def forward(self, coords: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """``coords (B, N, D)``, ``z (B, L)`` -> ``(B, N, out_channels)``."""
         if self.fourier:
-            phase = 2 * math.pi * coords @ self.freq.T
-            coords = torch.cat([torch.cos(phase), torch.sin(phase)], dim=-1)
+            # Phases reach tens of radians: keep them in float32 under autocast.
+            with torch.autocast(coords.device.type, enabled=False):
+                phase = 2 * math.pi * coords.float() @ self.freq.float().T
+                coords = torch.cat([torch.cos(phase), torch.sin(phase)], dim=-1)
         h = torch.tanh(self.fc_coord(coords) + self.fc_z(z).unsqueeze(1))
         return self.net(h)

@@ -422,7 +422,7 @@ def _fit(image, *, patch_size, stride, latent_dim, boundary_weight, model, trans
                 term = reference_boundary_term(z_tiles)
                 mult = torch.as_tensor(boundary_weight + term, dtype=nelbo.dtype, device=dev)
                 loss = (nelbo.view(n_tiles, -1) * mult[:, None]).mean()
-                b = torch.as_tensor(term.mean(), device=dev)
+                b = torch.tensor(float(term.mean()), device=dev)  # float32 (MPS has no float64)
             elif boundary_loss == "none":
                 b = torch.zeros((), device=dev)
                 loss = nelbo.mean()
