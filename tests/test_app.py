@@ -9,7 +9,6 @@ import param
 import pytest
 import xarray as xr
 
-import phyvae_dash as pvd
 from phyvae_dash.app.app import Dashboard
 from phyvae_dash.app.store import Store
 from phyvae_dash.app.views import Controls
@@ -196,3 +195,42 @@ def test_spectral_data_render():
     store.select_indices([0, 1])
     pn.panel(dashboard).get_root()
     assert dashboard.patch._plot(store.point, store.outcome, store.selection) is not None
+
+
+def test_exports(store, tmp_path):
+    import json
+
+    import tifffile
+
+    from phyvae_dash.app.views import ExportView
+
+    export = ExportView(store=store)
+    assert export.netcdf.disabled  # nothing to export before training
+    store.train()
+    assert store.wait(60)
+    assert not export.netcdf.disabled and not export.tiff.disabled
+    netcdf = tmp_path / "result.nc"
+    netcdf.write_bytes(export._netcdf().getvalue())
+    with xr.open_dataset(netcdf) as result:
+        assert result["z_mean"].shape == store.result["z_mean"].shape
+    assert len(export._weights().getvalue()) > 0
+    labels = tifffile.imread(export._labels("tiff"))
+    assert labels.shape == store.labels.shape
+    assert export._labels("png").getvalue()[:4] == b"\x89PNG"
+    settings = json.loads(export._settings().getvalue())
+    assert settings["settings"]["patch_size"] == 8 and settings["boundary_length_units"] == "nm"
+
+
+def test_scatter_rasterizes_many_points(store, monkeypatch):
+    from phyvae_dash.app import views
+
+    monkeypatch.setattr(views, "RASTERIZE_POINTS", 10)  # 49 positions count as many
+    store.train()
+    assert store.wait(60)
+    scatter = views.LatentScatter(store=store)
+    assert scatter._rasterized
+    pn.panel(scatter).get_root()
+    scatter_bounds = (float(store.z_maps[0].min()), float(store.z_maps[1].min()),
+                      float(store.z_maps[0].max()), float(store.z_maps[1].max()))
+    store.select_latent_box(scatter_bounds, (0, 1))
+    assert store.selection.all()

@@ -139,6 +139,8 @@ def test_shapes_and_dtypes(transform, feature_ndim):
     assert inputs.transform == transform and inputs.reason == "chosen by the user"
     if transform == "fft+mean":
         assert inputs.data.shape[-1] == fft_features(np.zeros((1, 16, 16, 1))).shape[-1] + 1
+        reduced = prepare_inputs(img, 16, 4, transform=transform, components=8)
+        assert reduced.data.shape == (13, 17, 8) and reduced.data.dtype == np.float32
 
 
 def test_bad_settings_raise():

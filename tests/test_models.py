@@ -11,6 +11,8 @@ from phyvae_dash.models.rot_vae import RotVAE
 from phyvae_dash.models.shift_vae import ShiftVAE
 from phyvae_dash.models.vae import VAE, build_model
 
+pytestmark = pytest.mark.filterwarnings("ignore:the latent maps are nearly flat")  # short test fits
+
 
 @pytest.mark.parametrize("cls,shape,n_pose", [
     (VAE, (1, 8, 8), 0), (VAE, (3, 9, 9), 0), (VAE, (17,), 0),

@@ -7,6 +7,8 @@ import phyvae_dash as pvd
 from phyvae_dash.errors import PhyvaeDashError
 from phyvae_dash.models import persist
 
+pytestmark = pytest.mark.filterwarnings("ignore:the latent maps are nearly flat")  # short test fits
+
 
 def image(seed=0, n=40, channels=0):
     rng = np.random.default_rng(seed)

@@ -14,6 +14,8 @@ from phyvae_dash.models.train import DEFAULT_BOUNDARY_WEIGHT, Progress, auto_epo
 
 FAST = dict(patch_size=8, stride=2, epochs=3, device="cpu")
 
+pytestmark = pytest.mark.filterwarnings("ignore:the latent maps are nearly flat")  # short test fits
+
 
 def halves(n=48, noise=0.1, seed=0):
     """Left/right halves of different intensity, with pixel coordinates in nm."""

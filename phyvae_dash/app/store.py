@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import tempfile
 import threading
 import time
@@ -147,7 +146,8 @@ class Outcome:
     inputs: np.ndarray | None = None         # model inputs (n_y, n_x, *feature_shape)
     reconstruction: np.ndarray | None = None  # same shape as inputs
     manifold: xr.DataArray | np.ndarray | None = None
-    segmentations: dict = field(default_factory=dict)  # n_domains -> (labels, baseline labels)
+    segmentations: dict = field(default_factory=dict)  # n_domains -> labels, walls, lengths
+    partial: bool = False  # only the fit (a comparison run): inputs, reconstruction still to do
 
 
 class Store(param.Parameterized):
@@ -321,8 +321,12 @@ class Store(param.Parameterized):
             with tempfile.TemporaryDirectory() as folder:
                 path = Path(folder) / Path(filename).name
                 path.write_bytes(content)
-                image = pvd.load(path)
-                image.load()
+                try:
+                    image = pvd.load(path)
+                    image.load()
+                except PhyvaeDashError as error:
+                    # Name the file as the user knows it, not by its temporary path.
+                    raise type(error)(str(error).replace(str(path), filename)) from error
             image.attrs["source"] = filename
             return image, filename, None, None
 
@@ -394,7 +398,8 @@ class Store(param.Parameterized):
             return
         key = self._key()
         cached = self._cache.get(key)
-        if cached is not None and not force and (cached.baseline is not None or not self.compare):
+        if (cached is not None and not force and not cached.partial
+                and (cached.baseline is not None or not self.compare)):
             self._cancel_job()
             self.cache_hits += 1
             self.status = "cached result"
@@ -454,7 +459,9 @@ class Store(param.Parameterized):
             if job.compare:
                 baseline = (result if job.settings["boundary_weight"] == 0 else
                             self._cached_or_fit(job, self._key(0), 0.0, "comparison"))
-            outcome = self._cache.get(job.key) or self._analyse(job, result)
+            outcome = self._cache.get(job.key)
+            if outcome is None or outcome.partial:
+                outcome = self._analyse(job, result)
             outcome.baseline = outcome.baseline or baseline
             self._cache[job.key] = outcome
             segmentation = self._segmentation(outcome, job.n_domains)
@@ -478,7 +485,7 @@ class Store(param.Parameterized):
         if job.cancel.is_set():
             raise FitCancelled("cancelled")
         if phase == "comparison":
-            self._cache.setdefault(key, Outcome(result))
+            self._cache.setdefault(key, Outcome(result, partial=True))
         return result
 
     def _analyse(self, job: Job, result: xr.Dataset) -> Outcome:

@@ -11,16 +11,17 @@ here give the models inputs that fit the physics of the image:
                 -179 deg and +179 deg are neighbours rather than opposite ends.
 ``"fft"``       log power of each patch's Hann-windowed 2-D FFT, one non-redundant
                 half-plane per channel; a vector ``(F,)``. Invariant to translation
-                (exactly for circular shifts, nearly for the patch's real shifts), so a
-                lattice's phase or orientation is seen, not its offset.
+                (exactly for circular shifts of a periodic patch whose reflections
+                are over two bins apart, nearly for real sub-period shifts), so a
+                lattice's period and orientation are seen, not its offset.
 ``"fft+mean"``  ``"fft"`` plus each channel's (window-weighted) patch mean, the two
                 blocks weighted so that both count: a lattice image can also have
                 domains defined by intensity (a brighter layer, a 180 deg phase).
 ``"spectrum"``  for ``(y, x, spectral)`` data: the spectrum at each patch centre,
                 averaged over the patch window; a vector ``(S,)``.
 ``"auto"``      spectral data -> ``"spectrum"``; an image with a lattice (sharp
-                reflections in its power spectrum) whose period fits at least twice in
-                a patch -> ``"fft+mean"``; otherwise ``"patch"``.
+                reflections in its power spectrum) whose period fits at least 1.8
+                times in a patch -> ``"fft+mean"``; otherwise ``"patch"``.
 ==============  =======================================================================
 
 Vector features are centred per feature and scaled by one number per block, so that
@@ -37,13 +38,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.fft
 import xarray as xr
-from scipy import ndimage
 
 from ..data.patches import extract_patches
 from ..errors import DataError, SettingsError
 
-__all__ = ["TRANSFORMS", "PRESETS", "SEGMENT_PRESETS", "Inputs", "prepare_inputs", "detect_lattice_period",
-           "choose_transform", "phase_channel_indices", "fft_features", "preset_for"]
+__all__ = ["TRANSFORMS", "PRESETS", "SEGMENT_PRESETS", "Inputs", "prepare_inputs",
+           "detect_lattice_period", "choose_transform", "phase_channel_indices", "fft_features", "preset_for"]
 
 TRANSFORMS = ("auto", "patch", "fft", "fft+mean", "spectrum")
 
@@ -482,6 +482,15 @@ def _combine(fft_block: np.ndarray, mean_block: np.ndarray, mean_weight: float,
     return _centre_scale(np.concatenate([f, m], axis=-1))
 
 
+def _project(data: np.ndarray, k: int) -> np.ndarray:
+    """Scores on the ``k`` leading principal components, scaled as `_centre_scale`."""
+    flat = data.reshape(-1, data.shape[-1]).astype(np.float64)
+    flat = flat - flat.mean(axis=0)
+    _, _, vt = np.linalg.svd(flat, full_matrices=False)
+    scores = (flat @ vt[:k].T).reshape(*data.shape[:-1], k)
+    return _centre_scale(scores)
+
+
 # --------------------------------------------------------------------------- entry
 
 def choose_transform(image: xr.DataArray, patch_size: int) -> tuple[str, str, float | None]:
@@ -515,7 +524,8 @@ def choose_transform(image: xr.DataArray, patch_size: int) -> tuple[str, str, fl
 def prepare_inputs(image: xr.DataArray, patch_size: int, stride: int = 1,
                    transform: str = "auto", *, normalization: str = "zscore",
                    mean_weight: float = 0.25, weighting: str = "balanced",
-                   neighbourhood: str = "patch", fft_floor: float = 0.05) -> Inputs:
+                   neighbourhood: str = "patch", fft_floor: float = 0.05,
+                   components: int | None = None) -> Inputs:
     """Turn an image into model inputs on the patch-centre grid.
 
     Parameters
@@ -545,6 +555,9 @@ def prepare_inputs(image: xr.DataArray, patch_size: int, stride: int = 1,
         the centre pixel.
     fft_floor : float
         Floor of the log power, as a fraction of the mean power.
+    components : int, optional
+        ``"fft"``/``"fft+mean"``: project the vectors on their leading principal
+        components (denoising: most |FFT| bins hold only noise).
 
     Returns
     -------
@@ -563,7 +576,8 @@ def prepare_inputs(image: xr.DataArray, patch_size: int, stride: int = 1,
     """
     if transform not in TRANSFORMS:
         raise SettingsError(f"transform must be one of {TRANSFORMS}, not {transform!r}")
-    if not isinstance(image, xr.DataArray) or image.ndim not in (2, 3) or image.dims[:2] != ("y", "x"):
+    if (not isinstance(image, xr.DataArray) or image.ndim not in (2, 3)
+            or image.dims[:2] != ("y", "x")):
         raise DataError("prepare_inputs needs a DataArray with dims ('y', 'x'[, channel])")
     if normalization not in ("zscore", "minmax"):
         raise SettingsError(f"normalization must be 'zscore' or 'minmax', not {normalization!r}")
@@ -584,12 +598,13 @@ def prepare_inputs(image: xr.DataArray, patch_size: int, stride: int = 1,
                             f"has dims {image.dims}")
     options = {"normalization": normalization, "mean_weight": float(mean_weight),
                "weighting": weighting, "neighbourhood": neighbourhood,
-               "fft_floor": float(fft_floor)}
+               "fft_floor": float(fft_floor), "components": int(components or 0)}
 
     if transform == "spectrum":
         a = np.asarray(image.data, dtype=np.float32)
         names = _channel_names(image)
-        da = xr.DataArray(a, dims=image.dims, coords={d: image[d] for d in ("y", "x") if d in image.coords})
+        coords = {d: image[d] for d in ("y", "x") if d in image.coords}
+        da = xr.DataArray(a, dims=image.dims, coords=coords)
         patches = extract_patches(da, patch_size, stride)
         window = np.asarray(patches.data)  # (n_y, n_x, p, p, S)
         if neighbourhood == "patch":
@@ -600,7 +615,9 @@ def prepare_inputs(image: xr.DataArray, patch_size: int, stride: int = 1,
         return Inputs(_centre_scale(data), patches["y"], patches["x"], "spectrum", reason,
                       None, names, options)
 
-    std_image, names = _standard_channels(image, normalization if transform == "patch" else "zscore")
+    # Vector features are scaled afterwards; only raw patches use the user's choice.
+    std_image, names = _standard_channels(
+        image, normalization if transform == "patch" else "zscore")
     patches, y, x = _patch_stack(std_image, image, patch_size, stride)  # (n_y, n_x, p, p, C)
     if transform == "patch":
         data = np.ascontiguousarray(np.moveaxis(patches, -1, 2), dtype=np.float32)
@@ -611,6 +628,8 @@ def prepare_inputs(image: xr.DataArray, patch_size: int, stride: int = 1,
         data = _centre_scale(feats)
     else:
         data = _combine(feats, _window_mean(patches), mean_weight, weighting)
+    if components and data.shape[-1] > components:
+        data = _project(data, components)
     return Inputs(np.ascontiguousarray(data, dtype=np.float32), y, x, transform, reason,
                   period, names, options)
 

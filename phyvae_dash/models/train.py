@@ -270,8 +270,8 @@ def fit(
     lr : float
         Adam learning rate.
     beta, kl_warmup : float
-        KL weight and the fraction of the epochs over which it ramps up linearly from 0
-        (``0`` disables the warm-up).
+        KL weight, and the warm-up over which it ramps up linearly from 0: a fraction
+        of the epochs when below 1, else a number of epochs (``0`` disables it).
     likelihood : {"auto", "bernoulli", "gaussian"}
         ``"auto"``: `choose_likelihood` (Bernoulli for nearly binary inputs in [0, 1],
         Gaussian with a learned noise scale otherwise).
