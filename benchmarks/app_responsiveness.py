@@ -111,6 +111,10 @@ def run_browser(repeats: int, small: bool) -> dict:
         dashboard = dashboards[-1]
         store = dashboard.store
         _wait(lambda: store.result is not None and not store.running, timeout=900, interval=0.2)
+        print(f"first training: {store.result.attrs.get('epochs')} epochs in "
+              f"{store.result.attrs.get('elapsed_s', float('nan')):.1f} s "
+              f"(patch {store.patch_size}, stride {store.stride}, {store.z_maps.shape[1:]} positions)",
+              flush=True)
         page.wait_for_timeout(2000)
         maps = page.locator(".pvd-latent-maps").first
         for repeat in range(repeats):
@@ -124,15 +128,20 @@ def run_browser(repeats: int, small: bool) -> dict:
             while maps.screenshot() == before:
                 pass
             figures["first_map_s"].append(time.perf_counter() - released)
+            print(f"release {repeat}: first map after {figures['first_map_s'][-1]:.2f} s", flush=True)
             # While training runs: click the probe checkbox and wait for the server's answer.
             if store.running:
                 state = not dashboard.image_view.show_walls.value
                 clicked = time.perf_counter()
-                page.get_by_text("Walls", exact=True).first.click()
+                page.locator(".pvd-walls input").first.click()
                 page.get_by_text(f"walls {state}").first.wait_for(state="attached", timeout=30_000)
                 figures["round_trip_ms"].append(1000 * (time.perf_counter() - clicked))
+                print(f"release {repeat}: round trip {figures['round_trip_ms'][-1]:.0f} ms", flush=True)
             _wait(lambda: store.result is not old_result and not store.running, timeout=900, interval=0.01)
             figures["fit_done_s"].append(time.perf_counter() - released)
+            print(f"release {repeat}: fit done after {figures['fit_done_s'][-1]:.2f} s "
+                  f"({store.result.attrs.get('epochs')} epochs, fit itself "
+                  f"{store.result.attrs.get('elapsed_s', float('nan')):.1f} s)", flush=True)
             page.wait_for_timeout(1500)
         browser.close()
     server.stop()

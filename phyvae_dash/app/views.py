@@ -291,7 +291,7 @@ class ImageView(View):
         super().__init__(**params)
         store = self.store
         self.show_domains = pn.widgets.Checkbox(name="Domains", value=True, width=90)
-        self.show_walls = pn.widgets.Checkbox(name="Walls", value=True, width=80)
+        self.show_walls = pn.widgets.Checkbox(name="Walls", value=True, width=80, css_classes=["pvd-walls"])
         base = hv.DynamicMap(self._image, streams={"data": store.param.data, "channel": store.param.channel})
         domains = hv.DynamicMap(self._domains, streams={"labels": store.param.labels,
                                                         "show": self.show_domains.param.value})
