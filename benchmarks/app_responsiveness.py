@@ -119,13 +119,15 @@ def run_browser(repeats: int, small: bool) -> dict:
         maps = page.locator(".pvd-latent-maps").first
         for repeat in range(repeats):
             before = maps.screenshot()
-            old_result, old_z = store.result, store.z_maps
-            # Alternate directions so that every release changes the patch size.
-            released = _release_slider(page, ".pvd-patch-size .noUi-handle", 25 if repeat % 2 == 0 else -25)
+            old_result, old_z, started = store.result, store.z_maps, store.jobs_started
+            # Always a new patch size (a size seen before would be answered from the cache).
+            released = _release_slider(page, ".pvd-patch-size .noUi-handle", -12 if repeat % 2 == 0 else 5)
+            _wait(lambda: store.jobs_started > started, timeout=30)
             _wait(lambda: store.z_maps is not old_z and store.z_maps is not None
                   and store.z_maps.shape != old_z.shape, timeout=300)
             # Drawn in the browser: the maps' pixels change.
-            while maps.screenshot() == before:
+            deadline = time.perf_counter() + 60
+            while maps.screenshot() == before and time.perf_counter() < deadline:
                 pass
             figures["first_map_s"].append(time.perf_counter() - released)
             print(f"release {repeat}: first map after {figures['first_map_s'][-1]:.2f} s", flush=True)
@@ -167,7 +169,7 @@ def run_store(repeats: int, small: bool) -> dict:
     for repeat in range(repeats):
         old_z = store.z_maps
         released = time.perf_counter()
-        dashboard.controls.patch_size.value = store.patch_size + (2 if repeat % 2 == 0 else -2)
+        dashboard.controls.patch_size.value = store.patch_size + (-4 if repeat % 2 == 0 else 2)
         import param
         with param.edit_constant(dashboard.controls.patch_size):
             dashboard.controls.patch_size.value_throttled = dashboard.controls.patch_size.value
@@ -191,6 +193,7 @@ def main(argv=None) -> int:
     use_browser = not args.store and shutil.which("chromium") is not None
     started = time.perf_counter()
     figures = (run_browser if use_browser else run_store)(args.repeats, args.small)
+    sys.stdout.flush()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"\nDashboard responsiveness ({'default demo' if not args.small else '96 x 96 demo'}, "
           f"{'browser: headless Chromium' if use_browser else 'store API'}, {os.cpu_count()} CPU cores, "

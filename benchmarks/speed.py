@@ -244,12 +244,12 @@ def _worker_env() -> dict:
 
 
 def run_pyroved(python: Path, patches: np.ndarray, device: str, batch_size: int,
-                epochs: int) -> dict:
+                epochs: int, threads: int | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "patches.npy"
         np.save(data, patches)
         spec = json.dumps({"data": str(data), "device": device, "batch_size": batch_size,
-                           "epochs": epochs, "latent_dim": 2})
+                           "epochs": epochs, "latent_dim": 2, "threads": threads})
         proc = subprocess.run([str(python), str(Path(__file__).resolve()), "--pyroved-worker", spec],
                               capture_output=True, text=True, env=_worker_env(), timeout=1800)
     if proc.returncode != 0:
@@ -290,6 +290,8 @@ def pyroved_worker(spec: str) -> None:
     from pyroved.utils import init_dataloader
 
     device = spec["device"]
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
     x = torch.from_numpy(np.load(spec["data"]))
     model = iVAE(tuple(x.shape[1:]), latent_dim=spec["latent_dim"], invariances=["t"],
                  seed=0, device=device)

@@ -39,8 +39,11 @@ log = logging.getLogger(__name__)
 
 #: Largest upload accepted, in bytes (the websocket limit is raised to match in app.py).
 MAX_UPLOAD_BYTES = 200 * 1024**2
-#: Seconds between two UI updates sent from the training callback.
-PROGRESS_INTERVAL_S = 0.25
+#: Seconds between two progress updates (epoch, losses) sent from the training callback.
+PROGRESS_INTERVAL_S = 0.5
+#: Seconds between two live latent-map updates: redrawing the maps and the scatter costs
+#: the server's event loop a few hundred ms, which widgets must not wait for.
+MAPS_INTERVAL_S = 1.5
 #: The demo a dashboard opens on when it is given no image.
 DEFAULT_DEMO = "pfm_labyrinth"
 #: The names the settings are known by (also the keys of the settings JSON).
@@ -134,6 +137,7 @@ class Job:
     previous: "Job | None" = None
     losses: dict = field(default_factory=dict)
     last_update: float = 0.0
+    last_maps: float = 0.0
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -205,6 +209,9 @@ class Store(param.Parameterized):
 
     # ---- what the views show
     z_maps = param.ClassSelector(class_=xr.DataArray, doc="Latent maps (latent, y, x), live.")
+    grid = param.ClassSelector(class_=xr.DataArray,
+                               doc="The patch-centre grid (y, x) of z_maps; changes only with it, "
+                                   "so that overlays that need only positions do not redraw.")
     result = param.ClassSelector(class_=xr.Dataset)
     outcome = param.ClassSelector(class_=Outcome)
     labels = param.ClassSelector(class_=xr.DataArray)
@@ -290,7 +297,7 @@ class Store(param.Parameterized):
         with param.parameterized.discard_events(self):
             self.param.update(channel=ALL_CHANNELS, **settings)
         self.param.update(
-            data=image, truth=truth, source=str(source), z_maps=None, result=None,
+            data=image, truth=truth, source=str(source), z_maps=None, grid=None, result=None,
             outcome=None, labels=None, boundaries=None, boundary_len=None,
             baseline_labels=None, baseline_len=None, selection=None, point=None, losses={}, epoch=0,
             transform_info="",
@@ -554,7 +561,9 @@ class Store(param.Parameterized):
             return
         job.last_update = now
         z_maps = None
-        if progress.z_mean is not None and phase == "training":
+        if (progress.z_mean is not None and phase == "training"
+                and (now - job.last_maps >= MAPS_INTERVAL_S or last)):
+            job.last_maps = now
             z_maps = self._as_maps(job, np.asarray(progress.z_mean))
         losses = {k: list(v) for k, v in job.losses.items()}
         self._dispatch(job, self._progress, phase, progress.epoch, progress.epochs,
@@ -593,20 +602,27 @@ class Store(param.Parameterized):
         updates = dict(epoch=epoch, epochs_total=epochs, eta_s=eta_s, elapsed_s=elapsed_s,
                        losses=losses, status=phase)
         if z_maps is not None:
-            if self.z_maps is None or self.z_maps.shape != z_maps.shape:
-                updates["selection"], updates["point"] = None, None
-            updates["z_maps"] = z_maps
+            updates.update(self._maps_update(z_maps))
         self.param.update(**updates)
+
+    def _maps_update(self, z_maps: xr.DataArray) -> dict:
+        """New latent maps; a new grid (and no selection) when the positions changed."""
+        updates = {"z_maps": z_maps}
+        grid = self.grid
+        same = (grid is not None and grid.shape == z_maps.shape[1:]
+                and np.array_equal(grid["x"].values, z_maps["x"].values)
+                and np.array_equal(grid["y"].values, z_maps["y"].values))
+        if not same:
+            updates.update(grid=xr.zeros_like(z_maps.isel(latent=0, drop=True)), selection=None, point=None)
+        return updates
 
     def _show(self, outcome: Outcome, segmentation, finished_training: bool):
         labels, boundaries, length, baseline_labels, baseline_length = segmentation
         result = outcome.result
-        z_maps = result["z_mean"]
-        reset = self.z_maps is None or self.z_maps.shape != z_maps.shape
         transform = result.attrs.get("transform", "")
         reason = result.attrs.get("transform_reason", "")
         self.param.update(
-            result=result, outcome=outcome, z_maps=z_maps, labels=labels,
+            result=result, outcome=outcome, labels=labels,
             boundaries=boundaries, boundary_len=length, baseline_labels=baseline_labels,
             baseline_len=baseline_length,
             running=False, status="done", eta_s=0.0,
@@ -614,7 +630,7 @@ class Store(param.Parameterized):
             transform_info=f"{transform}: {reason}" if reason else str(transform),
             losses={name.removeprefix("loss_"): result[name].values.tolist()
                     for name in result.data_vars if name.startswith("loss_")} or self.losses,
-            **({"selection": None, "point": None} if reset else {}),
+            **self._maps_update(result["z_mean"]),
         )
         self._job = None
 

@@ -298,7 +298,7 @@ class ImageView(View):
         walls = hv.DynamicMap(self._walls, streams={"labels": store.param.labels,
                                                     "show": self.show_walls.param.value})
         highlight = hv.DynamicMap(self._highlight, streams={"selection": store.param.selection,
-                                                            "z_maps": store.param.z_maps})
+                                                            "grid": store.param.grid})
         self.bounds = streams.BoundsXY(source=base)
         self.tap = streams.Tap(source=base)
         self.bounds.add_subscriber(lambda bounds: store.select_bounds(bounds))
@@ -344,8 +344,8 @@ class ImageView(View):
         return hv.Contours(outlines, kdims=[_dim("x", labels["x"]), _dim("y", labels["y"])]).opts(
             color=WALL, line_width=1.5)
 
-    def _highlight(self, selection=None, z_maps=None):
-        return _mask_image(selection, z_maps, "selected", HIGHLIGHT, alpha=0.55,
+    def _highlight(self, selection=None, grid=None):
+        return _mask_image(selection, grid, "selected", HIGHLIGHT, alpha=0.55,
                            like=display_image(self.store))
 
     def _summary(self):
@@ -388,10 +388,11 @@ class LatentMaps(View):
         store = self.store
         base = hv.DynamicMap(lambda z_maps: self._latent(z_maps, index),
                              streams={"z_maps": store.param.z_maps})
+        # Overlays that need only the positions follow `grid`, not the live maps.
         highlight = hv.DynamicMap(
-            lambda selection, z_maps: _mask_image(selection, z_maps, "selected", HIGHLIGHT),
-            streams={"selection": store.param.selection, "z_maps": store.param.z_maps})
-        point = hv.DynamicMap(self._point, streams={"point": store.param.point, "z_maps": store.param.z_maps})
+            lambda selection, grid: _mask_image(selection, grid, "selected", HIGHLIGHT),
+            streams={"selection": store.param.selection, "grid": store.param.grid})
+        point = hv.DynamicMap(self._point, streams={"point": store.param.point, "grid": store.param.grid})
         bounds = streams.BoundsXY(source=base)
         tap = streams.Tap(source=base)
         bounds.add_subscriber(lambda bounds: store.select_bounds(bounds))
@@ -407,13 +408,13 @@ class LatentMaps(View):
             cmap=MAP_CMAP, colorbar=True, frame_width=MAP_WIDTH, data_aspect=1,
             title=f"latent z{index}", framewise=True, tools=["hover"], toolbar="above")
 
-    def _point(self, point=None, z_maps=None):
-        if point is None or z_maps is None:
+    def _point(self, point=None, grid=None):
+        if point is None or grid is None:
             return hv.Points([]).opts(size=0)
         row, column = point
-        if row >= z_maps.sizes["y"] or column >= z_maps.sizes["x"]:
+        if row >= grid.sizes["y"] or column >= grid.sizes["x"]:
             return hv.Points([])
-        return hv.Points([(float(z_maps["x"][column]), float(z_maps["y"][row]))]).opts(
+        return hv.Points([(float(grid["x"][column]), float(grid["y"][row]))]).opts(
             marker="x", size=14, color="white", line_width=3)
 
     def __panel__(self):

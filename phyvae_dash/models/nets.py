@@ -127,6 +127,10 @@ class CoordDecoder(nn.Module):
     almost nothing of a lattice phantom in 40 epochs without them); with them a lattice
     is a few features, and a shift is a phase rotation of each feature.
 
+    The MLP runs once per pixel of every patch, so it is the whole cost of training.
+    `shifted` renders a shifted grid without building a per-patch copy of it (see there);
+    `forward` takes any per-patch grid (the rotation model's).
+
     Parameters
     ----------
     latent_dim, coord_dim, out_channels : int
@@ -143,9 +147,13 @@ class CoordDecoder(nn.Module):
     Examples
     --------
     >>> dec = CoordDecoder(latent_dim=2, coord_dim=2, out_channels=1, nyquist=1.75)
-    >>> grid = coordinate_grid((8, 8)).expand(4, -1, -1)
-    >>> dec(grid, torch.zeros(4, 2)).shape
+    >>> grid = coordinate_grid((8, 8))
+    >>> dec(grid.expand(4, -1, -1), torch.zeros(4, 2)).shape
     torch.Size([4, 64, 1])
+    >>> shift = torch.full((4, 2), 0.3)
+    >>> torch.allclose(dec.shifted(grid, shift, torch.zeros(4, 2)),
+    ...                dec(grid + shift[:, None], torch.zeros(4, 2)), atol=1e-5)
+    True
     """
 
     def __init__(self, latent_dim: int, coord_dim: int, out_channels: int, hidden: int = 64,
@@ -163,12 +171,53 @@ class CoordDecoder(nn.Module):
         self.fc_z = nn.Linear(latent_dim, hidden, bias=False)
         self.net = mlp(hidden, hidden, out_channels, layers - 1)
 
+    def _phase(self, coords: torch.Tensor) -> torch.Tensor:
+        # Phases reach tens of radians: keep them in float32 under autocast.
+        with torch.autocast(coords.device.type, enabled=False):
+            return (2 * math.pi) * coords.float() @ self.freq.float().T
+
     def forward(self, coords: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """``coords (B, N, D)``, ``z (B, L)`` -> ``(B, N, out_channels)``."""
         if self.fourier:
-            # Phases reach tens of radians: keep them in float32 under autocast.
-            with torch.autocast(coords.device.type, enabled=False):
-                phase = 2 * math.pi * coords.float() @ self.freq.float().T
-                coords = torch.cat([torch.cos(phase), torch.sin(phase)], dim=-1)
-        h = torch.tanh(self.fc_coord(coords) + self.fc_z(z).unsqueeze(1))
-        return self.net(h)
+            phase = self._phase(coords)
+            coords = torch.cat([torch.cos(phase), torch.sin(phase)], dim=-1)
+        # In place: the linear layer's backward does not need its output.
+        h = self.fc_coord(coords).add_(self.fc_z(z).unsqueeze(1))
+        return self.net(torch.tanh(h))
+
+    def shifted(self, grid: torch.Tensor, shift: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """``forward(grid + shift, z)`` for one grid ``(N, D)`` and shifts ``(B, D)``.
+
+        The first layer is linear in the Fourier features, and shifting the grid
+        rotates each feature's phase by a per-patch angle ``b = 2 pi k.shift``:
+        ``cos(a + b) = cos a cos b - sin a sin b`` (likewise ``sin``). So the features
+        of the unshifted grid (computed once, ``N x 2F``) times a per-patch rotated
+        weight (``B x 2F x H``, cheap) give the same pre-activations as the features of
+        every shifted grid (``B x N x 2F``, with a cosine and a sine each) times the
+        shared weight. All patches then go through one matrix product
+        ``(N, 2F) @ (2F, B * H)``, with the per-patch bias (latent and shift terms)
+        added inside it, and the MLP runs on ``(N, B, H)`` rows.
+
+        Returns ``(B, N, out_channels)`` (a transposed view).
+        """
+        b = shift.shape[0]
+        w, bias = self.fc_coord.weight, self.fc_coord.bias          # (H, 2F | D), (H,)
+        per_patch = self.fc_z(z) + bias                              # (B, H)
+        if self.fourier:
+            phase = self._phase(grid)                                 # (N, F)
+            rot = self._phase(shift)                                  # (B, F)
+            feats = torch.cat([torch.cos(phase), torch.sin(phase)], dim=-1)
+            cos_b, sin_b = torch.cos(rot).unsqueeze(-1), torch.sin(rot).unsqueeze(-1)
+            w_cos, w_sin = w[:, : self.fourier].T, w[:, self.fourier:].T  # (F, H) each
+            weight = torch.cat([cos_b * w_cos + sin_b * w_sin,          # rows for cos a
+                                cos_b * w_sin - sin_b * w_cos], dim=1)  # rows for sin a
+        else:
+            # Raw coordinates: the shift only adds a per-patch bias.
+            feats = grid
+            per_patch = per_patch + shift @ w.T
+            weight = w.T.expand(b, -1, -1)
+        # (2F, B * H): patches side by side, so one product serves the whole batch.
+        weight = weight.permute(1, 0, 2).reshape(feats.shape[-1], -1)
+        h = torch.addmm(per_patch.reshape(-1), feats.to(weight.dtype), weight)
+        out = self.net(torch.tanh(h).view(grid.shape[0], b, -1))    # (N, B, C)
+        return out.transpose(0, 1)

@@ -55,4 +55,9 @@ class RotVAE(ShiftVAE):
         cos, sin = torch.cos(phi), torch.sin(phi)
         rot = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
         coords = self.grid @ rot.transpose(1, 2)                 # (B, N, 2)
-        return coords + (pose[:, 1:] * (self.shift_prior * self.px)).unsqueeze(1)
+        return coords + self.grid_shift(pose[:, 1:]).unsqueeze(1)
+
+    def render(self, content, pose):
+        # A rotation changes every pixel's Fourier phases differently: a grid per patch.
+        out = self.decoder(self.transform_grid(pose), content)      # (B, N, C)
+        return out.transpose(1, 2).reshape(-1, *self.input_shape)

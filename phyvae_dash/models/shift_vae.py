@@ -74,9 +74,13 @@ class ShiftVAE(BaseVAE):
 
     def transform_grid(self, pose: torch.Tensor) -> torch.Tensor:
         """The decoder samples the template at ``r + shift`` (``(B, N, D)``)."""
-        return self.grid + (pose * (self.shift_prior * self.px)).unsqueeze(1)
+        return self.grid + self.grid_shift(pose).unsqueeze(1)
+
+    def grid_shift(self, pose: torch.Tensor) -> torch.Tensor:
+        """Shift latents in grid units ``(B, D)``."""
+        return pose * (self.shift_prior * self.px)
 
     def render(self, content, pose):
-        coords = self.transform_grid(pose)
-        out = self.decoder(coords, content)                       # (B, N, C)
+        # A pure shift never needs a per-patch grid: see `CoordDecoder.shifted`.
+        out = self.decoder.shifted(self.grid, self.grid_shift(pose), content)  # (B, N, C)
         return out.transpose(1, 2).reshape(-1, *self.input_shape)
