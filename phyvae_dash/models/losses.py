@@ -17,6 +17,17 @@ expected value would grow with the tile side.) The loss then reads: total wall l
 of the latent maps divided by the number of patches, so ``boundary_weight`` is the
 price, in nats per patch-equivalent, of one grid step of wall with a unit jump. ``z`` is in units of its prior scale (the prior is
 N(0, 1)), so a jump of 1 means one prior standard deviation.
+
+Scale (why ``scale="spread"`` is what `fit` uses): TV is (jump x wall length), so it can
+be lowered without shortening any wall by shrinking every latent towards 0, and the
+KL term does not resist that. ``scale="spread"`` divides each latent's TV by that
+latent's spread (standard deviation) over all the tiles of the batch. The ratio does not
+change when a latent map is scaled, so the only way to lower it is fewer or shorter
+walls, and the jump is measured relative to the contrast between domains: for two
+domains covering fractions ``f`` and ``1 - f`` of the tiles, a clean wall costs
+``length / sqrt(f (1 - f))``, at least twice its length. A small floor on the spread
+(``min_spread``, prior units) keeps a latent the model leaves unused (flat up to
+noise) from being scored as a map made entirely of walls.
 """
 from __future__ import annotations
 
@@ -25,6 +36,10 @@ import torch
 
 DEFAULT_EPS = 0.05
 KINDS = ("tv", "anisotropic")
+SCALES = ("spread", "prior")
+#: Floor of the spread in ``scale="spread"`` (prior std): an informative latent spreads
+#: over about one prior std, an unused one over a few hundredths.
+DEFAULT_MIN_SPREAD = 0.1
 
 
 def _differences(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -37,7 +52,8 @@ def _differences(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def boundary_loss(z_tiles: torch.Tensor, kind: str = "tv", eps: float = DEFAULT_EPS,
-                  normalize: bool = True, reduction: str = "mean") -> torch.Tensor:
+                  normalize: bool = True, reduction: str = "mean", scale: str = "prior",
+                  min_spread: float = DEFAULT_MIN_SPREAD) -> torch.Tensor:
     """Total variation of latent-mean maps on tiles of the scan grid (differentiable).
 
     Parameters
@@ -55,6 +71,14 @@ def boundary_loss(z_tiles: torch.Tensor, kind: str = "tv", eps: float = DEFAULT_
     normalize : bool
         Divide each tile's TV by its number of pixel pairs per direction,
         ``T (T - 1)`` (wall-length density; see the module docstring). ``False`` gives the raw wall length x jump height.
+    scale : {"prior", "spread"}
+        Units of the jump: ``"prior"`` takes ``z`` as it is (prior std);
+        ``"spread"`` first divides each latent by ``sqrt(spread^2 + min_spread^2)``,
+        where spread is its standard deviation over all tiles (kept in the graph, so
+        the loss cannot be lowered by shrinking the latents; see the module docstring;
+        ``eps`` is then in those units too).
+    min_spread : float
+        Floor of the spread for ``scale="spread"``.
     reduction : {"mean", "none"}
         ``"mean"``: sum over latents, mean over tiles (a scalar);
         ``"none"``: ``(n_tiles, n_latents)``.
@@ -72,12 +96,24 @@ def boundary_loss(z_tiles: torch.Tensor, kind: str = "tv", eps: float = DEFAULT_
     8.0
     >>> round(float(boundary_loss(z, normalize=False, eps=1e-3)), 2)
     7.99
+
+    With ``scale="spread"`` the value does not change when the map is scaled:
+
+    >>> a = boundary_loss(z, scale="spread", min_spread=0.0)
+    >>> bool(torch.isclose(a, boundary_loss(10 * z, scale="spread", min_spread=0.0)))
+    True
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {SCALES}, not {scale!r}")
     if z_tiles.ndim != 4:
         raise ValueError(f"z_tiles must be (n_tiles, n_latents, Ty, Tx), got {tuple(z_tiles.shape)}")
-    dy, dx = _differences(z_tiles.float())
+    z = z_tiles.float()
+    if scale == "spread":
+        spread = z.transpose(0, 1).reshape(z.shape[1], -1).std(dim=1)
+        z = z / torch.sqrt(spread ** 2 + min_spread ** 2).view(1, -1, 1, 1)
+    dy, dx = _differences(z)
     if kind == "tv":
         tv = torch.sqrt(dy ** 2 + dx ** 2 + eps ** 2) - eps
     else:

@@ -219,5 +219,5 @@ class CoordDecoder(nn.Module):
         # (2F, B * H): patches side by side, so one product serves the whole batch.
         weight = weight.permute(1, 0, 2).reshape(feats.shape[-1], -1)
         h = torch.addmm(per_patch.reshape(-1), feats.to(weight.dtype), weight)
-        out = self.net(torch.tanh(h).view(grid.shape[0], b, -1))    # (N, B, C)
-        return out.transpose(0, 1)
+        out = self.net(torch.tanh(h).view(grid.shape[0] * b, -1))   # (N * B, C)
+        return out.view(grid.shape[0], b, -1).transpose(0, 1)

@@ -44,25 +44,28 @@ class ShiftVAE(BaseVAE):
 
     def __init__(self, input_shape, latent_dim: int = 2, likelihood: str = "bernoulli",
                  hidden: int = 128, shift_prior: float = 2.0, decoder_hidden: int = 64,
-                 fourier: int = 32):
+                 fourier: int = 32, decoder_layers: int = 2):
         self.n_pose = self.pose_count(input_shape)
         super().__init__(input_shape, latent_dim, likelihood, hidden)
         self.shift_prior = float(shift_prior)
         self.decoder_hidden = int(decoder_hidden)
         self.fourier = int(fourier)
+        self.decoder_layers = int(decoder_layers)
         spatial = self.input_shape[1:] if len(self.input_shape) == 3 else self.input_shape
         self.channels = self.input_shape[0] if len(self.input_shape) == 3 else 1
         self.register_buffer("grid", coordinate_grid(spatial), persistent=False)
         # Grid units per pixel: the grid spans [-1, 1] over (n - 1) pixel steps.
         self.px = 2.0 / (max(spatial) - 1)
         self.decoder = CoordDecoder(self.latent_dim, len(spatial), self.channels,
-                                    hidden=decoder_hidden, fourier=fourier,
+                                    hidden=decoder_hidden, layers=decoder_layers,
+                                    fourier=fourier,
                                     nyquist=(max(spatial) - 1) / 4)
 
     @property
     def config(self) -> dict:
         return {**super().config, "shift_prior": self.shift_prior,
-                "decoder_hidden": self.decoder_hidden, "fourier": self.fourier}
+                "decoder_hidden": self.decoder_hidden, "fourier": self.fourier,
+                "decoder_layers": self.decoder_layers}
 
     @staticmethod
     def pose_count(input_shape) -> int:

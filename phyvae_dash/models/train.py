@@ -41,6 +41,7 @@ DEFAULT_BOUNDARY_WEIGHT = 3.0
 DEFAULT_REFERENCE_WEIGHT = 0.5
 MODELS = ("vae", "shift", "rotation")
 BOUNDARY_LOSSES = ("tv", "anisotropic", "reference", "none")
+BOUNDARY_UNITS = ("spread", "prior")
 #: Patch visits the automatic epoch rule aims at, per model family (the invariant
 #: models render every pixel through an MLP and cost several times more per patch).
 VISITS = {"vae": 120_000, "shift": 40_000, "rotation": 40_000}
@@ -149,6 +150,27 @@ def boundary_price(terms: dict, latent_dim: int, scale: str = "kl") -> torch.Ten
     return kl.sum(1).mean().detach()
 
 
+def boundary_ramp_factor(epoch: int, epochs: int, ramp: tuple[float, float]) -> float:
+    """Fraction of ``boundary_weight`` applied at ``epoch`` (1-based) of ``epochs``.
+
+    ``ramp = (start, end)`` in fractions of the training: 0 up to ``start``, rising
+    linearly to 1 at ``end``. Why: early on the latents do not yet encode the domains,
+    and a wall prior applied then smooths maps that are still wrong.
+
+    Examples
+    --------
+    >>> [boundary_ramp_factor(e, 4, (0.25, 0.75)) for e in (1, 2, 3, 4)]
+    [0.0, 0.5, 1.0, 1.0]
+    """
+    start, end = ramp
+    progress = epoch / epochs
+    if progress >= end:
+        return 1.0
+    if progress <= start:
+        return 0.0
+    return (progress - start) / (end - start)
+
+
 def _as_image(image) -> xr.DataArray:
     if isinstance(image, np.ndarray):
         if image.ndim not in (2, 3):
@@ -163,7 +185,8 @@ def _as_image(image) -> xr.DataArray:
 
 
 def _check_settings(image, patch_size, stride, latent_dim, boundary_weight, model,
-                    epochs, boundary_loss_kind, tile_size, batch_size, boundary_scale):
+                    epochs, boundary_loss_kind, tile_size, batch_size, boundary_scale,
+                    boundary_units="spread", boundary_ramp=(0.0, 0.0)):
     ny, nx = image.sizes["y"], image.sizes["x"]
     if not isinstance(patch_size, (int, np.integer)) or patch_size < 2:
         raise SettingsError(f"patch_size must be an integer >= 2, got {patch_size!r}")
@@ -183,6 +206,11 @@ def _check_settings(image, patch_size, stride, latent_dim, boundary_weight, mode
         raise SettingsError(f"boundary_loss must be one of {BOUNDARY_LOSSES}, not {boundary_loss_kind!r}")
     if boundary_scale not in ("kl", "none"):
         raise SettingsError(f"boundary_scale must be 'kl' or 'none', not {boundary_scale!r}")
+    if boundary_units not in BOUNDARY_UNITS:
+        raise SettingsError(f"boundary_units must be one of {BOUNDARY_UNITS}, not {boundary_units!r}")
+    start, end = boundary_ramp
+    if not 0 <= start <= end <= 1:
+        raise SettingsError(f"boundary_ramp must be (start, end) with 0 <= start <= end <= 1, got {boundary_ramp!r}")
     if tile_size < 2 or batch_size < 1:
         raise SettingsError(f"tile_size must be >= 2 and batch_size >= 1 (got {tile_size}, {batch_size})")
 
@@ -227,6 +255,8 @@ def fit(
     eps: float = DEFAULT_EPS,
     num_threads: int | None = None,
     boundary_scale: str = "kl",
+    boundary_units: str = "spread",
+    boundary_ramp: tuple[float, float] = (0.0, 0.0),
 ) -> xr.Dataset:
     """Train a VAE with the boundary loss on an image's patches; return its latent maps.
 
@@ -338,13 +368,14 @@ def fit(
 def _fit(image, *, patch_size, stride, latent_dim, boundary_weight, model, transform, epochs,
          device, seed, callback, cancel, boundary_loss, tile_size, batch_size, lr, beta,
          kl_warmup, likelihood, shift_prior, angle_prior, hidden, map_every, precision, eps,
-         boundary_scale):
+         boundary_scale, boundary_units, boundary_ramp):
     from .features import prepare_inputs
 
     t0 = time.perf_counter()
     image = _as_image(image)
     _check_settings(image, patch_size, stride, latent_dim, boundary_weight, model, epochs,
-                    boundary_loss, tile_size, batch_size, boundary_scale)
+                    boundary_loss, tile_size, batch_size, boundary_scale, boundary_units,
+                    tuple(boundary_ramp))
     if boundary_weight is None:
         boundary_weight = DEFAULT_REFERENCE_WEIGHT if boundary_loss == "reference" else DEFAULT_BOUNDARY_WEIGHT
     if not np.all(np.isfinite(np.asarray(image.data, dtype=float))):
@@ -407,6 +438,7 @@ def _fit(image, *, patch_size, stride, latent_dim, boundary_weight, model, trans
     history = {k: [] for k in LOSS_NAMES}
     for epoch in range(1, epochs + 1):
         beta_t = beta * min(1.0, epoch / warm) if warm > 0 else beta
+        ramp_t = boundary_ramp_factor(epoch, epochs, boundary_ramp)
         sums = torch.zeros(4, device=dev)
         for _ in range(steps):
             if cancel is not None and cancel.is_set():
@@ -427,8 +459,9 @@ def _fit(image, *, patch_size, stride, latent_dim, boundary_weight, model, trans
                 b = torch.zeros((), device=dev)
                 loss = nelbo.mean()
             else:
-                b = tv_loss(z_tiles, kind=boundary_loss, eps=eps)
-                loss = nelbo.mean() + boundary_weight * boundary_price(terms, L, boundary_scale) * b
+                b = tv_loss(z_tiles, kind=boundary_loss, eps=eps, scale=boundary_units)
+                loss = nelbo.mean() + (ramp_t * boundary_weight
+                                       * boundary_price(terms, L, boundary_scale) * b)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
@@ -492,6 +525,8 @@ def _fit(image, *, patch_size, stride, latent_dim, boundary_weight, model, trans
         "hidden": int(hidden),
         "eps": float(eps),
         "boundary_scale": boundary_scale,
+        "boundary_units": boundary_units,
+        "boundary_ramp": [float(v) for v in boundary_ramp],
         "shift_prior": float(kwargs.get("shift_prior", 0.0)),
         "angle_prior": float(kwargs.get("angle_prior", 0.0)),
         "lattice_period": float(period) if period else 0.0,
