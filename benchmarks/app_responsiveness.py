@@ -100,7 +100,7 @@ def run_browser(repeats: int, small: bool) -> dict:
     from playwright.sync_api import sync_playwright
 
     url, dashboards, server = _serve(small)
-    figures = {name: [] for name in TARGETS}
+    figures = {name: [] for name in [*TARGETS, "idle_round_trip_ms"]}
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=shutil.which("chromium"),
@@ -123,8 +123,8 @@ def run_browser(repeats: int, small: bool) -> dict:
             # Always a new patch size (a size seen before would be answered from the cache).
             released = _release_slider(page, ".pvd-patch-size .noUi-handle", -12 if repeat % 2 == 0 else 5)
             _wait(lambda: store.jobs_started > started, timeout=30)
-            _wait(lambda: store.z_maps is not old_z and store.z_maps is not None
-                  and store.z_maps.shape != old_z.shape, timeout=300)
+            # The previous job had finished: any new maps come from the new one.
+            _wait(lambda: store.z_maps is not old_z and store.z_maps is not None, timeout=300)
             # Drawn in the browser: the maps' pixels change.
             deadline = time.perf_counter() + 60
             while maps.screenshot() == before and time.perf_counter() < deadline:
@@ -145,6 +145,14 @@ def run_browser(repeats: int, small: bool) -> dict:
                   f"({store.result.attrs.get('epochs')} epochs, fit itself "
                   f"{store.result.attrs.get('elapsed_s', float('nan')):.1f} s)", flush=True)
             page.wait_for_timeout(1500)
+            # The same round-trip with no training running: what the machine allows at all.
+            state = not dashboard.image_view.show_walls.value
+            clicked = time.perf_counter()
+            page.locator(".pvd-walls input").first.click()
+            page.get_by_text(f"walls {state}").first.wait_for(state="attached", timeout=30_000)
+            figures["idle_round_trip_ms"].append(1000 * (time.perf_counter() - clicked))
+            print(f"release {repeat}: idle round trip {figures['idle_round_trip_ms'][-1]:.0f} ms", flush=True)
+            page.wait_for_timeout(500)
         browser.close()
     server.stop()
     return figures
@@ -204,6 +212,9 @@ def main(argv=None) -> int:
              "fit_done_s": "slider release -> finished fit (s)",
              "round_trip_ms": "widget round-trip while training (ms)"}
     all_ok = True
+    if figures.get("idle_round_trip_ms"):
+        idle = figures["idle_round_trip_ms"]
+        print(f"{'(same round-trip, no training)':<38}{statistics.median(idle):>10.3g}{max(idle):>10.3g}")
     for key, label in names.items():
         values = figures[key]
         if not values:

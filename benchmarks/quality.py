@@ -10,9 +10,14 @@ prints one table:
 * ``boundary_weight=0`` -- the same fit without the boundary loss;
 * ``reference``        -- (``--reference``) the authors' multiplicative, non-differentiable
   boundary term instead of the total-variation loss;
-* ``PCA+GMM``          -- principal components of the raw patches, Gaussian mixture;
+* ``PCA+GMM``          -- principal components of the raw patches, Gaussian mixture
+  (full covariances); ``PCA+<method>`` the same components segmented like the VAE
+  (when that differs), so the baseline gets the better of the two segmenters;
 * ``PCA+GMM (inputs)`` -- the same on the inputs the VAE sees (e.g. |FFT| + mean), to
   separate what the transform gives from what the model and boundary loss add;
+* ``grid ceiling``      -- the ground truth on the patch-centre grid against itself
+  shifted by one grid step along x: what a wall misplaced by one cell costs, i.e. how
+  much of the gap to ARI = 1 is the grid rather than the method;
 
 with the adjusted Rand index and boundary F1 (tolerance one grid step) against the
 ground truth sampled at the patch centres, predicted/true boundary length, and the fit
@@ -28,6 +33,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import phyvae_dash as pvd
@@ -56,7 +62,7 @@ def _mean_scores(runs: list) -> dict:
 
 
 def run_kind(kind: str, size: int, seed: int, reference: bool, epochs: int | None,
-             repeats: int = 1) -> dict:
+             repeats: int = 1, overrides: dict | None = None) -> dict:
     """Fit every method on one phantom; return ``{method: scores}``.
 
     VAE methods are fitted ``repeats`` times (fit seeds ``seed, seed + 1, ...``) and
@@ -68,8 +74,10 @@ def run_kind(kind: str, size: int, seed: int, reference: bool, epochs: int | Non
     fit_settings = dict(settings)
     if epochs is not None:
         fit_settings["epochs"] = epochs
+    fit_settings.update(overrides or {})
     segment_options = SEGMENT_PRESETS.get(kind, {})
     rows = {}
+    segmented_with = []
 
     def vae(name, **override):
         runs = []
@@ -78,6 +86,7 @@ def run_kind(kind: str, size: int, seed: int, reference: bool, epochs: int | Non
             result = pvd.fit(phantom.image, seed=fit_seed, **{**fit_settings, **override})
             seconds = time.perf_counter() - t0
             labels = pvd.segment(result, n_domains=n_domains, **segment_options)
+            segmented_with.append(labels.attrs["method"])
             runs.append(_score(labels, phantom, seconds, result.attrs.get("transform", "?")))
         rows[name] = _mean_scores(runs)
 
@@ -86,17 +95,33 @@ def run_kind(kind: str, size: int, seed: int, reference: bool, epochs: int | Non
     if reference:
         vae("reference", boundary_loss="reference", boundary_weight=None)
     vae_inputs = rows["phyvae-dash"]["transform"]
-    for name, transform in (("PCA+GMM", "patch"), ("PCA+GMM (inputs)", vae_inputs)):
-        if name == "PCA+GMM (inputs)" and transform == "patch":
+    vae_method = segmented_with[0]  # what segment_options resolved to (e.g. "auto")
+    for name, transform in (("PCA", "patch"), ("PCA (inputs)", vae_inputs)):
+        if name == "PCA (inputs)" and transform == "patch":
             continue
         t0 = time.perf_counter()
         result = pvd.pca_baseline(phantom.image, fit_settings["patch_size"], fit_settings["stride"],
                                   n_components=fit_settings.get("latent_dim", 2),
                                   transform=transform, seed=seed)
         seconds = time.perf_counter() - t0
-        labels = pvd.segment(result, n_domains=n_domains, **segment_options)
-        rows[name] = _score(labels, phantom, seconds, transform)
+        for method in dict.fromkeys(("gmm", vae_method)):
+            label = "GMM" if method == "gmm" else method
+            row = name.replace("PCA", f"PCA+{label}")
+            labels = pvd.segment(result, n_domains=n_domains, method=method)
+            rows[row] = _score(labels, phantom, seconds, transform)
+    rows["grid ceiling"] = _ceiling(phantom, labels)
     return rows
+
+
+def _ceiling(phantom, grid_labels):
+    """Scores of the true labels shifted by one grid step along x (see the docstring)."""
+    truth = metrics.labels_on_grid(phantom, grid_labels)
+    shifted = truth.copy(data=truth.values.copy())
+    shifted.values[:, 1:] = truth.values[:, :-1]
+    return {"ARI": metrics.adjusted_rand_index(shifted, truth),
+            "F1": metrics.boundary_f1(shifted, truth),
+            "length": float(pvd.boundary_length(shifted)) / float(pvd.boundary_length(truth)),
+            "seconds": 0.0, "transform": "-"}
 
 
 def print_table(kind: str, size: int, rows: dict, settings: dict) -> None:
@@ -122,12 +147,25 @@ def main(argv=None) -> dict:
     parser.add_argument("--epochs", type=int, default=None, help="override the epochs")
     parser.add_argument("--repeats", type=int, default=1,
                         help="fit seeds per VAE method (scores averaged)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="override a fit setting of every kind (VALUE read as JSON, "
+                             "e.g. --set boundary_weight=3 --set 'boundary_ramp=[0.25,0.5]')")
     args = parser.parse_args(argv)
     size = 128 if args.quick else args.size
+    overrides = {}
+    for item in args.set:
+        name, _, value = item.partition("=")
+        try:
+            overrides[name] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[name] = value  # a bare string such as prior
+    if overrides:
+        print("fit settings overridden:", overrides)
     results = {}
     for kind in args.kinds.split(","):
         phantom_settings = PRESETS[kind]
-        rows = run_kind(kind, size, args.seed, args.reference, args.epochs, args.repeats)
+        rows = run_kind(kind, size, args.seed, args.reference, args.epochs, args.repeats,
+                        overrides)
         print_table(kind, size, rows, phantom_settings)
         results[kind] = rows
     print("\nARI: adjusted Rand index; bF1: boundary F1 (tolerance 1 grid step); "

@@ -28,8 +28,11 @@ It prints one table per device:
   16 x 16 patches of the demo's first channel (pyroVED's iVAE takes one channel) --
   z-scored for ours as ``fit`` does, min-max scaled to [0, 1] for pyroVED's Bernoulli
   likelihood -- with the same latent size (2 content + 2 shift latents), hidden width
-  (128) and batch size (and also pyroVED's default batch of 100). The target is our
-  shift model >= 10x pyroVED's throughput.
+  (128) and batch size (and also pyroVED's default batch of 100). pyroVED runs with
+  torch's default threads (all cores) and with as many threads as ``fit`` used (one on
+  a 2-core machine): more threads buy it wall time but cost CPU time, so the
+  single-thread run is the fair reference for patches per CPU-second. The target is
+  our shift model >= 10x pyroVED's throughput.
 
 pyroVED and Pyro are not dependencies of phyvae-dash: the script makes its own virtual
 environment, ``benchmarks/.venv-pyroved`` (with ``--system-site-packages``, so it uses

@@ -201,6 +201,10 @@ def test_presets_cover_every_phantom_kind():
         settings = features.preset_for(kind)
         assert settings["transform"] in features.TRANSFORMS
         assert settings["patch_size"] >= 2 * settings["stride"]
+        # One source of truth: the phantoms recommend what the presets use.
+        phantom = synthetic.make(kind, shape=(256, 256), seed=0)
+        assert (phantom.attrs["patch_size"], phantom.attrs["stride"]) == (
+            settings["patch_size"], settings["stride"]), kind
     small = synthetic.make("graphene_grains", shape=(48, 48), seed=0)
     assert features.preset_for("graphene_grains", small.image)["patch_size"] == 16
     with pytest.raises(SettingsError):

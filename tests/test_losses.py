@@ -62,6 +62,34 @@ def test_gradient_flows_and_shortens_walls():
     assert float(boundary_loss(z2)) < float(loss.detach())
 
 
+def test_spread_units_cannot_be_lowered_by_shrinking_the_latents():
+    # In prior units TV halves when the map is halved (no wall moved); in spread units
+    # only the walls count.
+    z = step_map(8, height=2.0) + 0.05 * torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    prior = [float(boundary_loss(c * z, scale="prior")) for c in (1.0, 0.5)]
+    spread = [float(boundary_loss(c * z, scale="spread", min_spread=0.0)) for c in (1.0, 0.5)]
+    assert prior[1] < 0.6 * prior[0]
+    assert spread[1] == pytest.approx(spread[0], rel=1e-5)
+    # The gradient of the spread form does not point towards shrinking the map.
+    zz = z.clone().requires_grad_()
+    boundary_loss(zz, scale="spread", min_spread=0.0).backward()
+    assert abs(float((zz.grad * zz).sum())) < 1e-4  # d/dc loss(c z) at c = 1 is 0
+
+
+def test_spread_units_value_of_a_clean_wall():
+    # Two equal halves with a unit jump have spread 1/2: the wall costs twice its length.
+    z = step_map(8, at=4)
+    value = float(boundary_loss(z, kind="anisotropic", scale="spread", min_spread=0.0,
+                                normalize=False))
+    assert value == pytest.approx(8 / 0.5, rel=0.02)  # torch.std is the n-1 estimate
+
+
+def test_spread_floor_keeps_an_unused_latent_cheap():
+    noise = 1e-3 * torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert float(boundary_loss(noise, scale="spread")) < 0.01
+    assert float(boundary_loss(noise, scale="spread", min_spread=0.0)) > 0.5
+
+
 def test_reference_term_has_no_gradient_and_sees_edges():
     z = torch.cat([step_map(8), torch.zeros(1, 1, 8, 8)], dim=0).requires_grad_()
     term = reference_boundary_term(z)
@@ -74,3 +102,5 @@ def test_rejects_bad_input():
         boundary_loss(torch.zeros(8, 8))
     with pytest.raises(ValueError):
         boundary_loss(torch.zeros(1, 1, 8, 8), kind="l2")
+    with pytest.raises(ValueError):
+        boundary_loss(torch.zeros(1, 1, 8, 8), scale="unit")

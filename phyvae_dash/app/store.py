@@ -122,6 +122,17 @@ def image_kind(image: xr.DataArray) -> str:
     return "channels" if image.dims[2] == "channel" else "spectral"
 
 
+def _leave_a_core_for_the_server():
+    """Let training use one core fewer than the machine has, so that the server's event
+    loop (widgets, plots) is not starved while a fit runs (process-wide torch setting)."""
+    import os
+
+    import torch
+    threads = max(1, (os.cpu_count() or 2) - 1)
+    if torch.get_num_threads() > threads:
+        torch.set_num_threads(threads)
+
+
 @dataclass
 class Job:
     """One training run: its settings, cancel token and thread."""
@@ -456,6 +467,8 @@ class Store(param.Parameterized):
 
     def _run(self, job: Job):
         """Body of the training thread."""
+        if self._doc is not None:
+            _leave_a_core_for_the_server()
         if job.previous is not None and job.previous.thread is not None:
             # The cancelled job stops within an epoch; waiting keeps the 2 cores for us.
             job.previous.thread.join()
@@ -640,11 +653,15 @@ class Store(param.Parameterized):
         self.notify(text, "error")
 
     # ------------------------------------------------------------------ selections
+    def _latents(self) -> xr.DataArray | None:
+        """The finished result's latent maps (what the scatter shows)."""
+        return None if self.result is None else self.result["z_mean"]
+
     def select_indices(self, indices):
         """Brush scan positions by flat index into the (n_y, n_x) grid (from the scatter)."""
-        if self.z_maps is None:
+        if self._latents() is None:
             return
-        shape = self.z_maps.shape[1:]
+        shape = self._latents().shape[1:]
         mask = np.zeros(shape, dtype=bool)
         mask.flat[np.asarray(indices, dtype=int)] = True
         self.selection = mask if mask.any() else None
@@ -662,10 +679,10 @@ class Store(param.Parameterized):
 
     def select_latent_box(self, bounds, latents):
         """Brush the positions whose latents ``latents=(i, j)`` fall inside ``bounds``."""
-        if self.z_maps is None or bounds is None:
+        if self._latents() is None or bounds is None:
             return
         x0, y0, x1, y1 = bounds
-        zi, zj = (self.z_maps.values[i] for i in latents)
+        zi, zj = (self._latents().values[i] for i in latents)
         mask = ((zi >= min(x0, x1)) & (zi <= max(x0, x1)) &
                 (zj >= min(y0, y1)) & (zj <= max(y0, y1)))
         self.selection = mask if mask.any() else None
@@ -680,9 +697,9 @@ class Store(param.Parameterized):
 
     def select_nearest_latent(self, zx: float, zy: float, latents):
         """Pick the scan position whose latent pair is nearest to ``(zx, zy)``."""
-        if self.z_maps is None or zx is None:
+        if self._latents() is None or zx is None:
             return
-        zi, zj = (self.z_maps.values[i] for i in latents)
+        zi, zj = (self._latents().values[i] for i in latents)
         flat = int(np.nanargmin((zi - zx) ** 2 + (zj - zy) ** 2))
         self.point = tuple(int(v) for v in np.unravel_index(flat, zi.shape))
 

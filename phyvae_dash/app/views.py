@@ -422,8 +422,16 @@ class LatentMaps(View):
 
 
 # ============================================================================ latent space
+def _latents(result: xr.Dataset | None) -> xr.DataArray | None:
+    return None if result is None else result["z_mean"]
+
+
 class LatentScatter(View):
-    """Scatter of a pair of latents, coloured by a third or by domain; brushing source."""
+    """Scatter of a pair of latents, coloured by a third or by domain; brushing source.
+
+    It draws finished results only (not the live maps of a running training): redrawing
+    thousands of points every few epochs would keep the server busy and widgets waiting.
+    """
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -434,15 +442,15 @@ class LatentScatter(View):
         self.clear = pn.widgets.Button(name="Clear", button_type="light", width=70, align="end",
                                        description="Clear the brushed positions")
         self.clear.on_click(lambda event: store.clear_selection())
-        store.param.watch(self._update_options, ["z_maps"])
+        store.param.watch(self._update_options, ["result"])
         self._update_options()
         self._holder = pn.pane.HoloViews(sizing_mode="fixed", css_classes=["pvd-scatter"])
-        store.param.watch(self._maybe_rebuild, ["z_maps"])
+        store.param.watch(self._maybe_rebuild, ["result"])
         self._rasterized = None
         self._maybe_rebuild()
 
     def _update_options(self, *events):
-        z_maps = self.store.z_maps
+        z_maps = _latents(self.store.result)
         n = 2 if z_maps is None else z_maps.sizes["latent"]
         options = list(range(n))
         if self.x_latent.options != options:
@@ -452,14 +460,14 @@ class LatentScatter(View):
             self.colour.options = ["domain"] + [f"z{i}" for i in options]
 
     def _maybe_rebuild(self, *events):
-        z_maps = self.store.z_maps
+        z_maps = _latents(self.store.result)
         many = z_maps is not None and z_maps.sizes["y"] * z_maps.sizes["x"] > RASTERIZE_POINTS
         if many != self._rasterized:
             self._rasterized = many
             self._holder.object = self._plot(many)
 
     def _stream_kw(self):
-        return {"z_maps": self.store.param.z_maps, "labels": self.store.param.labels,
+        return {"result": self.store.param.result, "labels": self.store.param.labels,
                 "xi": self.x_latent.param.value, "yi": self.y_latent.param.value,
                 "colour": self.colour.param.value}
 
@@ -487,7 +495,8 @@ class LatentScatter(View):
         values = z_maps.values
         return values[xi].ravel(), values[yi].ravel()
 
-    def _points(self, z_maps=None, labels=None, xi=0, yi=1, colour="domain"):
+    def _points(self, result=None, labels=None, xi=0, yi=1, colour="domain"):
+        z_maps = _latents(result)
         kdims = [f"z{xi}", f"z{yi}" if yi != xi else f"z{yi} "]
         opts = dict(frame_width=PLOT_WIDTH, frame_height=PLOT_WIDTH, size=3, alpha=0.6,
                     tools=["box_select", "lasso_select", "tap", "hover"], active_tools=["box_select"],
@@ -506,14 +515,16 @@ class LatentScatter(View):
             c, cmap, name = np.zeros_like(zx), MAP_CMAP, "none"
         return hv.Points((zx, zy, c), kdims=kdims, vdims=[name]).opts(color=name, cmap=cmap, **opts)
 
-    def _highlight(self, selection=None, z_maps=None, labels=None, xi=0, yi=1, colour="domain"):
+    def _highlight(self, selection=None, result=None, labels=None, xi=0, yi=1, colour="domain"):
+        z_maps = _latents(result)
         if selection is None or z_maps is None or selection.shape != z_maps.shape[1:]:
             return hv.Points([]).opts(size=0)
         zx, zy = self._pairs(z_maps, xi, yi)
         mask = selection.ravel()
         return hv.Points((zx[mask], zy[mask])).opts(color=HIGHLIGHT, size=4, alpha=0.9)
 
-    def _point(self, point=None, z_maps=None, labels=None, xi=0, yi=1, colour="domain"):
+    def _point(self, point=None, result=None, labels=None, xi=0, yi=1, colour="domain"):
+        z_maps = _latents(result)
         if point is None or z_maps is None:
             return hv.Points([]).opts(size=0)
         row, column = point
@@ -527,7 +538,7 @@ class LatentScatter(View):
         if not index:
             return  # an empty selection also comes from redraws: clearing is a button
         if len(index) == 1:
-            shape = self.store.z_maps.shape[1:]
+            shape = self.store.result["z_mean"].shape[1:]
             self.store.point = tuple(int(v) for v in np.unravel_index(index[0], shape))
         self.store.select_indices(index)
 

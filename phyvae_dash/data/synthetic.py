@@ -336,7 +336,7 @@ def honeycomb_grains(
     jitter_px=0.3,
     line_offset=0.01,
     background=0.1,
-    patch_size=20,
+    patch_size=24,
     stride=4,
 ) -> xr.Dataset:
     """Graphene-like honeycomb lattice split into grains rotated against each other.
@@ -470,7 +470,7 @@ def stripe_domains(
     line_offset=0.02,
     background=0.1,
     pixel_size=15.0,
-    patch_size=16,
+    patch_size=24,
     stride=4,
 ) -> xr.Dataset:
     """BiFeO3-like ferroelastic stripe domains of four polarisation variants.
@@ -515,7 +515,9 @@ def stripe_domains(
     pixel_size : float
         Pixel size in nm.
     patch_size, stride : int
-        Recommended patch size and stride (a 16 px patch shows the stripe direction).
+        Recommended patch size and stride. 24 px holds two stripe periods, which
+        |FFT| features need to see the stripe direction (16 px holds 1.4). Kept equal
+        to ``phyvae_dash.models.features.PRESETS`` (a test checks it).
 
     Returns
     -------
@@ -623,7 +625,7 @@ def two_phase_lattice(
     jitter_px=0.3,
     line_offset=0.01,
     background=0.1,
-    patch_size=16,
+    patch_size=24,
     stride=4,
 ) -> xr.Dataset:
     """NiO-LSMO-like two-phase lattice: rock-salt pillars in a perovskite matrix.

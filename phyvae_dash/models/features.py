@@ -643,13 +643,14 @@ def prepare_inputs(image: xr.DataArray, patch_size: int, stride: int = 1,
 #: the image; the figures these give are in ``benchmarks/quality.py``'s output.
 PRESETS: dict[str, dict] = {
     # Rotated honeycomb grains (three of them): |FFT| sees the orientation of the
-    # reflections. Three latents and a light boundary weight (256 px, fit seeds 0-2,
-    # mean ARI / boundary F1: latent 3 with weight 0 / 0.3 / 1 / default 3 -> 0.95 / 0.93
-    # / 0.94 / 0.89 and 0.97 / 0.86 / 0.93 / 0.79; two latents, default weight 0.87).
+    # reflections; one latent per grain. (An earlier finding that the boundary prior
+    # hurt here, 256 px ARI 0.95 / 0.89 at weight 0 / 3, was the full-covariance GMM
+    # segmentation, not the prior: see `SEGMENT_PRESETS`.)
     "graphene_grains": {"patch_size": 24, "stride": 4, "transform": "fft+mean",
-                        "latent_dim": 3, "boundary_weight": 1.0},
-    # Stripe orientation domains, period 11.3 px: a 24 px patch holds two periods (the
-    # phantom's own 16 px suggestion holds 1.4, too few for |FFT| features).
+                        "latent_dim": 3},
+    # Stripe orientation domains, period 11.3 px: a 24 px patch holds two periods
+    # (16 px holds 1.4, too few for |FFT| features). The phantoms' recommended
+    # patch_size/stride attrs equal these presets (tests/test_features.py checks it).
     "bfo_stripes": {"patch_size": 24, "stride": 4, "transform": "fft+mean", "latent_dim": 2},
     # Two lattices (periods 8.9 and 4.8 px) with the same mean intensity; two domains,
     # so one latent (3 fit seeds, 256 px, k-means: ARI 0.87-0.94).
@@ -668,12 +669,13 @@ PRESETS: dict[str, dict] = {
 }
 
 #: Recommended `segment` options per kind (keyword arguments of
-#: ``phyvae_dash.segment``). With one latent, k-means finds the threshold between two
-#: domains better than a full-covariance GMM, whose unequal component widths shift it
-#: (same fits: NiO-LSMO ARI 0.82 GMM vs 0.91 k-means, PFM 0.87 vs 0.90).
+#: ``phyvae_dash.segment``); kinds not listed use its default (k-means for a given
+#: number of domains). The stripe phantom's four orientation domains in two latents
+#: form elongated clusters that k-means sometimes splits along their length (128 px,
+#: fit seeds 0-1, six fit settings: k-means ARI below 0.25 in 4 of 12 fits, a
+#: tied-covariance GMM in 1 of 12, and then all segmenters failed).
 SEGMENT_PRESETS: dict[str, dict] = {
-    "nio_lsmo": {"method": "kmeans"},
-    "pfm_labyrinth": {"method": "kmeans"},
+    "bfo_stripes": {"method": "tied"},
 }
 
 

@@ -181,9 +181,10 @@ class CoordDecoder(nn.Module):
         if self.fourier:
             phase = self._phase(coords)
             coords = torch.cat([torch.cos(phase), torch.sin(phase)], dim=-1)
-        # In place: the linear layer's backward does not need its output.
+        # In place (here and below): a linear layer's backward does not need its output,
+        # and these are the largest tensors of a training step.
         h = self.fc_coord(coords).add_(self.fc_z(z).unsqueeze(1))
-        return self.net(torch.tanh(h))
+        return self.net(h.tanh_())
 
     def shifted(self, grid: torch.Tensor, shift: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """``forward(grid + shift, z)`` for one grid ``(N, D)`` and shifts ``(B, D)``.
@@ -219,5 +220,5 @@ class CoordDecoder(nn.Module):
         # (2F, B * H): patches side by side, so one product serves the whole batch.
         weight = weight.permute(1, 0, 2).reshape(feats.shape[-1], -1)
         h = torch.addmm(per_patch.reshape(-1), feats.to(weight.dtype), weight)
-        out = self.net(torch.tanh(h).view(grid.shape[0] * b, -1))   # (N * B, C)
+        out = self.net(h.tanh_().view(grid.shape[0] * b, -1))       # (N * B, C)
         return out.view(grid.shape[0], b, -1).transpose(0, 1)
