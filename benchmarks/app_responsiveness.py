@@ -65,13 +65,16 @@ def _serve(small: bool):
             store.train()
         else:
             dashboard = Dashboard()
-        # The round-trip probe: a checkbox click answered by the server with a text.
-        probe = dashboard.image_view.show_walls
-        probe.param.watch(lambda event: setattr(
-            dashboard.controls.device, "object", f"Device: **{dashboard.store.device}** · walls {event.new}"),
-            "value")
+        # The round-trip probe: a checkbox whose click the server answers with a text. It
+        # measures how long a widget waits for the server (not what a view does with it).
+        probe = pn.widgets.Checkbox(name="probe", css_classes=["pvd-probe"])
+        answer = pn.pane.Markdown("probe False")
+        probe.param.watch(lambda event: setattr(answer, "object", f"probe {event.new}"), "value")
+        dashboard.probe = probe
+        template = dashboard.template
+        template.sidebar.append(pn.Row(probe, answer))
         dashboards.append(dashboard)
-        return dashboard.template
+        return template
 
     port = _free_port()
     server = pn.serve(page, port=port, address="localhost", show=False, threaded=True, liveness=True)
@@ -133,10 +136,10 @@ def run_browser(repeats: int, small: bool) -> dict:
             print(f"release {repeat}: first map after {figures['first_map_s'][-1]:.2f} s", flush=True)
             # While training runs: click the probe checkbox and wait for the server's answer.
             if store.running:
-                state = not dashboard.image_view.show_walls.value
+                state = not dashboard.probe.value
                 clicked = time.perf_counter()
-                page.locator(".pvd-walls input").first.click()
-                page.get_by_text(f"walls {state}").first.wait_for(state="attached", timeout=30_000)
+                page.locator(".pvd-probe input").first.click()
+                page.get_by_text(f"probe {state}").first.wait_for(state="attached", timeout=30_000)
                 figures["round_trip_ms"].append(1000 * (time.perf_counter() - clicked))
                 print(f"release {repeat}: round trip {figures['round_trip_ms'][-1]:.0f} ms", flush=True)
             _wait(lambda: store.result is not old_result and not store.running, timeout=900, interval=0.01)
@@ -146,10 +149,10 @@ def run_browser(repeats: int, small: bool) -> dict:
                   f"{store.result.attrs.get('elapsed_s', float('nan')):.1f} s)", flush=True)
             page.wait_for_timeout(1500)
             # The same round-trip with no training running: what the machine allows at all.
-            state = not dashboard.image_view.show_walls.value
+            state = not dashboard.probe.value
             clicked = time.perf_counter()
-            page.locator(".pvd-walls input").first.click()
-            page.get_by_text(f"walls {state}").first.wait_for(state="attached", timeout=30_000)
+            page.locator(".pvd-probe input").first.click()
+            page.get_by_text(f"probe {state}").first.wait_for(state="attached", timeout=30_000)
             figures["idle_round_trip_ms"].append(1000 * (time.perf_counter() - clicked))
             print(f"release {repeat}: idle round trip {figures['idle_round_trip_ms'][-1]:.0f} ms", flush=True)
             page.wait_for_timeout(500)
@@ -185,7 +188,7 @@ def run_store(repeats: int, small: bool) -> dict:
         figures["first_map_s"].append(first - released)
         if store.running:
             clicked = time.perf_counter()
-            dashboard.image_view.show_walls.value = not dashboard.image_view.show_walls.value
+            dashboard.image_view.show_walls.value = not dashboard.image_view.show_walls.value  # a view reacts
             figures["round_trip_ms"].append(1000 * (time.perf_counter() - clicked))
         store.wait(900)
         figures["fit_done_s"].append(time.perf_counter() - released)

@@ -62,20 +62,6 @@ def test_auto_method_is_kmeans_for_a_given_count_and_gmm_for_bic():
     assert segment(fit).attrs["method"] == "gmm"
 
 
-def test_default_is_not_pulled_by_a_bridge_of_wall_cells():
-    # Two tight domains joined by a thin line of intermediate "wall" cells, as latent
-    # maps trained with the boundary prior look: a full-covariance mixture may spend a
-    # broad component on the bridge; the default (k-means) keeps the two domains.
-    n = 40
-    truth = np.zeros((n, n), dtype=int)
-    truth[:, n // 2:] = 1
-    z = np.where(truth == 1, 4.0, 0.0)[None] + np.random.default_rng(0).normal(0, 0.05, (1, n, n))
-    z[0, :, n // 2 - 1] = np.linspace(0.5, 3.5, n)  # wall cells spread over the gap
-    maps = xr.DataArray(z, dims=("latent", "y", "x"))
-    labels = segment(maps, n_domains=2)
-    assert _ari(labels, truth) > 0.9
-
-
 def test_labels_keep_the_grid_and_fit_settings():
     truth = _three_domains()
     fit = _latent_result(truth, [[0, 0], [4, 0], [2, 4]], step=2.5)

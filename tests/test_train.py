@@ -204,6 +204,7 @@ def test_default_prior_segments_a_small_phantom_with_shorter_walls():
 
     prior = pvd.fit(phantom.image, **settings)  # the default weight
     plain = pvd.fit(phantom.image, **settings, boundary_weight=0.0)
-    labels = pvd.segment(prior, n_domains=int(phantom.attrs["n_labels"]), **SEGMENT_PRESETS[kind])
+    labels = pvd.segment(prior, n_domains=int(phantom.attrs["n_labels"]),
+                         **SEGMENT_PRESETS.get(kind, {}))
     assert metrics.adjusted_rand_index(labels, phantom) >= 0.8
-    assert walls(prior) < 0.9 * walls(plain)  # measured: 0.72 (seed 0), 0.74 (seed 1)
+    assert walls(prior) < 0.9 * walls(plain)  # measured ratio 0.59-0.75 (seeds 0-2), ARI 0.87-0.91

@@ -6,7 +6,8 @@ Use it inline in JupyterLab::
     Dashboard()            # the built-in demo
     Dashboard(image)       # any DataArray the data layer reads
 
-or serve it: ``phyvae-dash serve [FILE]`` or ``panel serve phyvae_dash/app/app.py``.
+or serve it: ``phyvae-dash serve [FILE]`` or ``panel serve phyvae_dash/app/app.py``
+(add ``--websocket-max-message-size 268435456`` there to upload files over 20 MB).
 Each browser session builds its own Dashboard, hence its own store and state.
 """
 from __future__ import annotations
@@ -16,9 +17,10 @@ import param
 import xarray as xr
 from panel.viewable import Viewer
 
-from .store import Store
-from .views import (ComparisonView, Controls, ExportView, ImageView, LatentMaps, LatentScatter,
-                    ManifoldView, PatchView, TrainingView)
+# Absolute imports: `panel serve phyvae_dash/app/app.py` runs this file as a script.
+from phyvae_dash.app.store import Store
+from phyvae_dash.app.views import (ComparisonView, Controls, ExportView, ImageView, LatentMaps,
+                                   LatentScatter, ManifoldView, PatchView, TrainingView)
 
 TITLE = "phyVAE-dash · domains and walls"
 ACCENT = "#0f6e8c"
@@ -131,8 +133,7 @@ def serve(path: str | None = None, *, port: int = 5006, address: str | None = No
         from phyvae_dash import load
         load(path, channel=channel)
     return pn.serve(
-        {"phyvae-dash": lambda: create_app(path, channel)} if kwargs.pop("named", False)
-        else (lambda: create_app(path, channel)),
+        lambda: create_app(path, channel),  # called once per browser session
         port=port, address=address, show=show, title=TITLE,
         websocket_origin=allow_websocket_origin,
         websocket_max_message_size=WEBSOCKET_MAX_MESSAGE_SIZE, **kwargs,

@@ -253,6 +253,9 @@ class Store(param.Parameterized):
         self._lock = threading.RLock()
         # The session's document: background threads schedule their updates on it.
         self._doc = pn.state.curdoc if pn.state.curdoc and pn.state.curdoc.session_context else None
+        if self._doc is not None:
+            # A closed browser tab must not leave its training running.
+            pn.state.on_session_destroyed(lambda context: self._cancel_job())
         if image is not None:
             self._set_data(image, source=image.attrs.get("source") or image.name or "your image")
         else:
@@ -284,8 +287,11 @@ class Store(param.Parameterized):
         except (ImportError, AttributeError):  # no registry yet: phantoms only
             loaded = pvd.synthetic.make(name)
         if isinstance(loaded, xr.Dataset):
-            return loaded["image"], name, loaded.get("labels"), {**_preset(name), **{
-                k: loaded.attrs[k] for k in ("patch_size", "stride") if k in loaded.attrs}}
+            # A phantom knows how many domain levels it has: segment into that many.
+            known = {k: loaded.attrs[k] for k in ("patch_size", "stride") if k in loaded.attrs}
+            if "n_labels" in loaded.attrs:
+                known["n_domains"] = int(loaded.attrs["n_labels"])
+            return loaded["image"], name, loaded.get("labels"), {**_preset(name), **known}
         return loaded, name, None, _preset(name)
 
     def _set_data(self, image, source, truth=None, recommended=None):
@@ -295,6 +301,7 @@ class Store(param.Parameterized):
             channels += [str(c) for c in image["channel"].values]
         settings = {k: v for k, v in (recommended or {}).items()
                     if k in self.param and k in SETTINGS}
+        settings["n_domains"] = (recommended or {}).get("n_domains")
         # Patches must fit in the image; a spectrum map averages 2 x 2 positions, every position.
         smallest = min(image.sizes["y"], image.sizes["x"])
         if image_kind(image) == "spectral":

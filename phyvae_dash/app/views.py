@@ -173,7 +173,7 @@ class Controls(View):
         self.train.on_click(lambda event: store.train(force=True))
         self.cancel.on_click(lambda event: store.cancel())
         store.param.watch(self._sync_from_store, ["patch_size", "stride", "latent_dim",
-                                                  "boundary_weight", "epochs", "source"])
+                                                  "boundary_weight", "epochs", "n_domains", "source"])
         store.param.watch(self._on_running, ["running"])
         store.param.watch(self._on_message, ["message"])
         store.param.watch(lambda *events: setattr(self.transform_info, "object", self._transform_text()),
@@ -201,6 +201,10 @@ class Controls(View):
             self.epochs.value = store.epochs
         self.epochs_auto.value = store.epochs is None
         self.epochs.disabled = store.epochs is None
+        if store.n_domains is not None:
+            self.n_domains.value = store.n_domains
+        self.domains_auto.value = store.n_domains is None
+        self.n_domains.disabled = store.n_domains is None
         self.log_weight.disabled = store.boundary_weight == 0
         self.dataset.options = self._dataset_options()
         if store.source in self.dataset.options:
@@ -228,6 +232,8 @@ class Controls(View):
         self.store.epochs = None if self.epochs_auto.value else self.epochs.value
 
     def _on_domains(self, event):
+        if self._syncing:
+            return
         self.n_domains.disabled = self.domains_auto.value
         self.store.n_domains = None if self.domains_auto.value else self.n_domains.value
 
@@ -303,8 +309,10 @@ class ImageView(View):
         self.tap = streams.Tap(source=base)
         self.bounds.add_subscriber(lambda bounds: store.select_bounds(bounds))
         self.tap.add_subscriber(lambda x, y: store.select_position(x, y))
+        # framewise: a new image (another file, other units) brings its own axis ranges.
         self.plot = (base * domains * walls * highlight).opts(
-            hv.opts.Image(tools=["box_select", "tap"], active_tools=["box_select"]))
+            hv.opts.Image(tools=["box_select", "tap"], active_tools=["box_select"], framewise=True),
+            hv.opts.Overlay(framewise=True))
         self.summary = pn.pane.Markdown(self._summary(), margin=(0, 10))
         store.param.watch(lambda *events: setattr(self.summary, "object", self._summary()),
                           ["boundary_len", "labels", "source"])
@@ -319,7 +327,7 @@ class ImageView(View):
                            kdims=[_dim("x", image["x"]), _dim("y", image["y"])],
                            vdims=[hv.Dimension("value", label=name, unit=units)])
         return element.opts(cmap=IMAGE_CMAP, colorbar=True, frame_width=PLOT_WIDTH + 60,
-                            data_aspect=1, title=f"{self.store.source}", tools=["hover"],
+                            data_aspect=1, title=f"{self.store.source}", tools=["hover"], framewise=True,
                             toolbar="above")
 
     def _domains(self, labels=None, show=True):
@@ -336,12 +344,15 @@ class ImageView(View):
         # `boundaries` mask, which marks whole grid cells, would hide the image.
         if labels is None or not show or int(labels.max()) < 1:
             return hv.Contours([]).opts(line_width=0)
-        outlines = []
-        for label in range(int(labels.max()) + 1):
-            indicator = _grid_image((labels.values == label).astype(float), labels, "inside")
-            outline = hv.operation.contours(indicator, levels=[0.5], filled=False)
-            outlines += [path.array([0, 1]) for path in outline.split()]
-        return hv.Contours(outlines, kdims=[_dim("x", labels["x"]), _dim("y", labels["y"])]).opts(
+        cached = getattr(self, "_outlines", None)
+        if cached is None or cached[0] is not labels:  # toggling the walls does not recompute
+            outlines = []
+            for label in range(int(labels.max()) + 1):
+                indicator = _grid_image((labels.values == label).astype(float), labels, "inside")
+                outline = hv.operation.contours(indicator, levels=[0.5], filled=False)
+                outlines += [path.array([0, 1]) for path in outline.split()]
+            self._outlines = cached = (labels, outlines)
+        return hv.Contours(cached[1], kdims=[_dim("x", labels["x"]), _dim("y", labels["y"])]).opts(
             color=WALL, line_width=1.5)
 
     def _highlight(self, selection=None, grid=None):

@@ -644,8 +644,8 @@ def prepare_inputs(image: xr.DataArray, patch_size: int, stride: int = 1,
 PRESETS: dict[str, dict] = {
     # Rotated honeycomb grains (three of them): |FFT| sees the orientation of the
     # reflections; one latent per grain. (An earlier finding that the boundary prior
-    # hurt here, 256 px ARI 0.95 / 0.89 at weight 0 / 3, was the full-covariance GMM
-    # segmentation, not the prior: see `SEGMENT_PRESETS`.)
+    # hurt here, 256 px ARI 0.95 / 0.89 at weight 0 / 3, came from segmenting with a
+    # full-covariance GMM; with k-means, the default now, 0.972 / 0.970.)
     "graphene_grains": {"patch_size": 24, "stride": 4, "transform": "fft+mean",
                         "latent_dim": 3},
     # Stripe orientation domains, period 11.3 px: a 24 px patch holds two periods
@@ -672,8 +672,9 @@ PRESETS: dict[str, dict] = {
 #: ``phyvae_dash.segment``); kinds not listed use its default (k-means for a given
 #: number of domains). The stripe phantom's four orientation domains in two latents
 #: form elongated clusters that k-means sometimes splits along their length (128 px,
-#: fit seeds 0-1, six fit settings: k-means ARI below 0.25 in 4 of 12 fits, a
-#: tied-covariance GMM in 1 of 12, and then all segmenters failed).
+#: fit seeds 0-1, seven fit settings: k-means ARI below 0.25 in 6 of 14 fits, a
+#: tied-covariance GMM in 2 of 14, both fits where every segmenter failed; at 256 px
+#: the two agree within 0.01).
 SEGMENT_PRESETS: dict[str, dict] = {
     "bfo_stripes": {"method": "tied"},
 }

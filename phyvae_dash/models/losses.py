@@ -18,16 +18,18 @@ of the latent maps divided by the number of patches, so ``boundary_weight`` is t
 price, in nats per patch-equivalent, of one grid step of wall with a unit jump. ``z`` is in units of its prior scale (the prior is
 N(0, 1)), so a jump of 1 means one prior standard deviation.
 
-Scale (why ``scale="spread"`` is what `fit` uses): TV is (jump x wall length), so it can
-be lowered without shortening any wall by shrinking every latent towards 0, and the
-KL term does not resist that. ``scale="spread"`` divides each latent's TV by that
-latent's spread (standard deviation) over all the tiles of the batch. The ratio does not
-change when a latent map is scaled, so the only way to lower it is fewer or shorter
-walls, and the jump is measured relative to the contrast between domains: for two
-domains covering fractions ``f`` and ``1 - f`` of the tiles, a clean wall costs
-``length / sqrt(f (1 - f))``, at least twice its length. A small floor on the spread
-(``min_spread``, prior units) keeps a latent the model leaves unused (flat up to
-noise) from being scored as a map made entirely of walls.
+Scale: TV is (jump x wall length), so it can be lowered without shortening any wall by
+shrinking every latent towards 0, and the KL term does not resist that.
+``scale="spread"`` divides each latent by its spread (standard deviation) over all the
+tiles of the batch first. The result does not change when a latent map is scaled, so
+the only way to lower it is fewer or shorter walls, and the jump is measured relative
+to the contrast between domains: for two domains covering fractions ``f`` and
+``1 - f`` of the tiles, a clean wall costs ``length / sqrt(f (1 - f))``, at least twice
+its length. A small floor on the spread (``min_spread``, prior units) keeps a latent
+the model leaves unused (flat up to noise) from being scored as a map made entirely of
+walls. `fit` nevertheless uses ``scale="prior"`` by default: measured on the phantoms,
+the shrinking does not hurt segmentation, while the scale-free form rewards a latent
+for encoding whatever varies most smoothly in space (see `fit`'s ``boundary_units``).
 """
 from __future__ import annotations
 

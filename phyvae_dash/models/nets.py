@@ -66,15 +66,19 @@ class MLPEncoder(nn.Module):
         return mu, F.softplus(raw) + 1e-4
 
 
+#: Activations a network can be built with, by name (names go into model configs).
+ACTIVATIONS = {"gelu": nn.GELU, "tanh": nn.Tanh}
+
+
 def mlp(in_dim: int, hidden: int, out_dim: int, hidden_layers: int,
-        last_activation: bool = False) -> nn.Sequential:
-    """``in -> hidden (x hidden_layers) -> out`` with GELU between layers."""
+        last_activation: bool = False, activation: str = "gelu") -> nn.Sequential:
+    """``in -> hidden (x hidden_layers) -> out`` with ``activation`` between layers."""
     dims = [in_dim] + [hidden] * hidden_layers + [out_dim]
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
         layers.append(nn.Linear(a, b))
         if i < len(dims) - 2 or last_activation:
-            layers.append(nn.GELU())
+            layers.append(ACTIVATIONS[activation]())
     return nn.Sequential(*layers)
 
 
@@ -143,6 +147,10 @@ class CoordDecoder(nn.Module):
     nyquist : float
         Highest initial frequency in cycles per grid unit (the grid spans [-1, 1]):
         ``(n - 1) / 4`` for ``n`` pixels.
+    activation : {"tanh", "gelu"}
+        Activation of the hidden layers after the first (which is always tanh, as in
+        pyroVED). tanh costs about 10 % less per training step than GELU (whose
+        backward is the slowest elementwise op of the step), and segmented as well.
 
     Examples
     --------
@@ -157,7 +165,8 @@ class CoordDecoder(nn.Module):
     """
 
     def __init__(self, latent_dim: int, coord_dim: int, out_channels: int, hidden: int = 64,
-                 layers: int = 2, fourier: int = 32, nyquist: float = 4.0):
+                 layers: int = 2, fourier: int = 32, nyquist: float = 4.0,
+                 activation: str = "tanh"):
         super().__init__()
         self.fourier = int(fourier)
         if self.fourier:
@@ -169,7 +178,7 @@ class CoordDecoder(nn.Module):
         else:
             self.fc_coord = nn.Linear(coord_dim, hidden)
         self.fc_z = nn.Linear(latent_dim, hidden, bias=False)
-        self.net = mlp(hidden, hidden, out_channels, layers - 1)
+        self.net = mlp(hidden, hidden, out_channels, layers - 1, activation=activation)
 
     def _phase(self, coords: torch.Tensor) -> torch.Tensor:
         # Phases reach tens of radians: keep them in float32 under autocast.

@@ -30,13 +30,14 @@ class RotVAE(ShiftVAE):
     """
 
     def __init__(self, input_shape, latent_dim: int = 2, likelihood: str = "bernoulli",
-                 hidden: int = 128, shift_prior: float = 2.0, decoder_hidden: int = 64,
-                 angle_prior: float = 1.0, fourier: int = 32, decoder_layers: int = 2):
+                 hidden: int = 128, shift_prior: float = 2.0, decoder_hidden: int = 32,
+                 angle_prior: float = 1.0, fourier: int = 32, decoder_layers: int = 2,
+                 decoder_activation: str = "tanh"):
         if len(input_shape) != 3:
             raise ValueError("the rotation model needs patch inputs (C, p, p), not vectors")
         self.angle_prior = float(angle_prior)
         super().__init__(input_shape, latent_dim, likelihood, hidden, shift_prior, decoder_hidden,
-                         fourier, decoder_layers)
+                         fourier, decoder_layers, decoder_activation)
 
     @staticmethod
     def pose_count(input_shape) -> int:

@@ -37,6 +37,9 @@ class ShiftVAE(BaseVAE):
         Fourier features of the coordinates in the decoder (see `CoordDecoder`).
     decoder_layers : int
         Hidden layers of the coordinate decoder.
+    decoder_activation : {"tanh", "gelu"}
+        Activation of the coordinate decoder's later hidden layers (see `CoordDecoder`;
+        models saved before this setting existed used "gelu", and `build_model` says so).
 
     Examples
     --------
@@ -48,13 +51,14 @@ class ShiftVAE(BaseVAE):
 
     def __init__(self, input_shape, latent_dim: int = 2, likelihood: str = "bernoulli",
                  hidden: int = 128, shift_prior: float = 2.0, decoder_hidden: int = 32,
-                 fourier: int = 32, decoder_layers: int = 2):
+                 fourier: int = 32, decoder_layers: int = 2, decoder_activation: str = "tanh"):
         self.n_pose = self.pose_count(input_shape)
         super().__init__(input_shape, latent_dim, likelihood, hidden)
         self.shift_prior = float(shift_prior)
         self.decoder_hidden = int(decoder_hidden)
         self.fourier = int(fourier)
         self.decoder_layers = int(decoder_layers)
+        self.decoder_activation = str(decoder_activation)
         spatial = self.input_shape[1:] if len(self.input_shape) == 3 else self.input_shape
         self.channels = self.input_shape[0] if len(self.input_shape) == 3 else 1
         self.register_buffer("grid", coordinate_grid(spatial), persistent=False)
@@ -62,14 +66,15 @@ class ShiftVAE(BaseVAE):
         self.px = 2.0 / (max(spatial) - 1)
         self.decoder = CoordDecoder(self.latent_dim, len(spatial), self.channels,
                                     hidden=decoder_hidden, layers=decoder_layers,
-                                    fourier=fourier,
+                                    fourier=fourier, activation=decoder_activation,
                                     nyquist=(max(spatial) - 1) / 4)
 
     @property
     def config(self) -> dict:
         return {**super().config, "shift_prior": self.shift_prior,
                 "decoder_hidden": self.decoder_hidden, "fourier": self.fourier,
-                "decoder_layers": self.decoder_layers}
+                "decoder_layers": self.decoder_layers,
+                "decoder_activation": self.decoder_activation}
 
     @staticmethod
     def pose_count(input_shape) -> int:

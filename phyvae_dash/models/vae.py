@@ -42,6 +42,10 @@ def build_model(config: dict) -> "BaseVAE":
 
     config = dict(config)
     family = config.pop("family")
+    if "decoder_hidden" in config and "decoder_activation" not in config:
+        # A saved coordinate-decoder model from before the activation was a setting:
+        # it was trained with GELU (new models default to tanh).
+        config["decoder_activation"] = "gelu"
     if family not in MODEL_CLASSES:
         raise KeyError(f"unknown model family {family!r}; known: {sorted(MODEL_CLASSES)}")
     return MODEL_CLASSES[family](**config)
