@@ -1,4 +1,4 @@
 """The dashboard as a `panel serve` script, for Binder's /panel/dashboard URL."""
-from phyvae_dash.app.app import Dashboard
+from phyvae_dash import Dashboard
 
-Dashboard().servable(title="phyvae-dash")
+Dashboard().servable()

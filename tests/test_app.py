@@ -186,7 +186,7 @@ def test_spectral_data_render():
     data = xr.DataArray((spectra + 0.05 * rng.standard_normal(spectra.shape)).astype(np.float32),
                         dims=("y", "x", "energy"), coords={"energy": ("energy", energy, {"units": "eV"})})
     store = Store(data, auto_train=False)
-    assert store.kind == "spectral" and store.patch_size == 2
+    assert store.kind == "spectral" and store.patch_size == 3 and store.transform == "spectrum"
     store.param.update(stride=2, epochs=2)
     dashboard = Dashboard(store=store)
     store.train()
@@ -234,3 +234,95 @@ def test_scatter_rasterizes_many_points(store, monkeypatch):
                       float(store.z_maps[0].max()), float(store.z_maps[1].max()))
     store.select_latent_box(scatter_bounds, (0, 1))
     assert store.selection.all()
+
+
+def test_views_render_while_training_runs(store):
+    """Rendering on this thread while the training thread reports must never race."""
+    dashboard = Dashboard(store=store)
+    store.epochs = 40
+    store.train()
+    renders = 0
+    while store.running and renders < 200:
+        # The training thread only queues its updates; this thread applies them, as a
+        # server's event loop would, in between two renders.
+        pn.panel(dashboard.training).get_root()
+        pn.panel(dashboard.latent_maps).get_root()
+        store.apply_updates()
+        renders += 1
+    assert renders > 1
+    assert store.wait(120)
+    assert store.status == "done", store.messages
+    assert store.result is not None and not any(m["level"] == "error" for m in store.messages)
+    pn.panel(dashboard).get_root()
+
+
+def test_a_failing_view_does_not_stop_training(store, notifications):
+    def broken_view(event):
+        raise RuntimeError("this view cannot draw")
+
+    store.param.watch(broken_view, ["z_maps"])
+    store.train()
+    assert store.wait(60)
+    assert store.status == "done" and store.result is not None and not store.running
+    assert any(level == "warning" and "cannot draw" in text for level, text in notifications.shown)
+
+
+def test_fit_warnings_reach_the_user(store, notifications, monkeypatch):
+    import warnings
+
+    import phyvae_dash as pvd
+
+    real_fit = pvd.fit
+
+    def fit_that_warns(*args, **kwargs):
+        warnings.warn("the latents collapsed; try a smaller boundary_weight", UserWarning)
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(pvd, "fit", fit_that_warns)
+    store.train()
+    assert store.wait(60)
+    assert store.status == "done"
+    assert any(level == "warning" and "Training: the latents collapsed" in text for level, text in notifications.shown)
+
+
+def test_one_latent_shows_a_histogram_by_domain(store):
+    from phyvae_dash.app.views import LatentScatter
+
+    store.latent_dim = 1
+    scatter = LatentScatter(store=store)
+    store.train()
+    assert store.wait(60)
+    assert scatter._mode == "histogram" and not scatter.x_latent.visible
+    pn.panel(scatter).get_root()
+    bars = scatter._histograms(store.result, store.labels, None)
+    assert {str(key) for key in bars.keys()} == {f"domain {k}" for k in np.unique(store.labels.values)}
+    assert sum(int(h.dimension_values("positions").sum()) for h in bars) == store.labels.size
+    # A range of z0 brushes the positions inside it.
+    z0 = store.result["z_mean"].values[0]
+    scatter_range = (float(z0.min()) - 1, float(z0.max()) + 1)
+    store.select_latent_box((scatter_range[0], -np.inf, scatter_range[1], np.inf), (0, 0))
+    assert store.selection.all()
+
+
+@pytest.mark.realdata
+def test_registry_spectral_map_trains_and_shows_spectra(shared_data, monkeypatch):
+    import holoviews as hv
+
+    monkeypatch.setenv("PHYVAE_DASH_DATA", str(shared_data))
+    store = Store(auto_train=False)
+    dashboard = Dashboard(store=store)
+    store.load_dataset("bfo_iv")
+    assert store.wait(120)
+    assert store.source == "bfo_iv" and store.kind == "spectral", store.messages
+    # The model layer's spectral preset, which `fit` accepts.
+    assert (store.patch_size, store.stride, store.transform) == (3, 1, "spectrum")
+    store.epochs = 3
+    store.train()
+    assert store.wait(300)
+    assert store.status == "done", store.messages
+    assert store.result.attrs["transform"] == "spectrum"
+    store.point = (10, 10)
+    pn.panel(dashboard).get_root()
+    spectra = dashboard.patch._plot(store.point, store.outcome, store.selection)
+    assert isinstance(spectra, hv.Overlay)
+    assert {curve.label for curve in spectra} >= {"spectrum", "reconstruction"}

@@ -85,13 +85,26 @@ class Dashboard(Viewer):
         return self._template
 
     def servable(self, title: str | None = None, **kwargs):
-        """Mark the page servable when served, and return the Dashboard itself in a notebook."""
-        if pn.state.served:
+        """Add the page to the served document; in a notebook, return the Dashboard itself.
+
+        Works from any script given to ``panel serve`` (``Dashboard().servable()``).
+        """
+        # Not `pn.state.served`: it asks whether the *calling module* is the served
+        # script, which, called from here, it never is.
+        if _in_server_session():
+            if title:
+                self.template.title = title
             return self.template.servable(title=title or TITLE, **kwargs)
         return self
 
     def __panel__(self):
         return pn.Row(pn.Column(self._sidebar, width=330), self._main, sizing_mode="stretch_width")
+
+
+def _in_server_session() -> bool:
+    """True while a Bokeh server session builds its page (`panel serve`, `pn.serve`)."""
+    doc = pn.state.curdoc
+    return bool(doc is not None and doc.session_context is not None)
 
 
 def create_app(path: str | None = None, channel: str | None = None) -> pn.template.FastListTemplate:
@@ -140,6 +153,8 @@ def serve(path: str | None = None, *, port: int = 5006, address: str | None = No
     )
 
 
-# `panel serve phyvae_dash/app/app.py` runs this module once per session.
+# `panel serve phyvae_dash/app/app.py` runs this module once per session. Here
+# `pn.state.served` is right: it asks whether this module is the served script (not
+# merely imported by one, such as binder/dashboard.py).
 if pn.state.served:
     Dashboard().servable()

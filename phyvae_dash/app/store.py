@@ -10,19 +10,29 @@ Threading model
 Training runs in a background thread so that the browser stays responsive. Each
 job gets a ``threading.Event`` as its cancel token; a newer job sets the previous
 job's token, and results of a job that is no longer the current one are dropped.
-Everything the thread wants to show goes through :meth:`Store._dispatch`, which,
-when the store lives in a served Bokeh session, schedules the update on that
-session's event loop (``pn.state.execute`` with the session's document, so the
-document lock is held). In a notebook or a test (no server session) the update is
-applied straight away, under a lock.
+Everything the thread wants to show goes through :meth:`Store._dispatch`; the
+thread itself never touches a parameter a view watches, because a view that is
+being rendered at the same moment would see half an update. Where the update runs:
+
+* in a served session: on that session's event loop, next tick (the Bokeh document
+  lock is then held);
+* in a notebook (an asyncio loop runs the cells): on that loop, between cells;
+* with no loop at all (a script, a test): it waits in a queue until the thread that
+  owns the store calls :meth:`Store.apply_updates` (:meth:`Store.wait` does).
+
+An update that fails (a view that cannot draw something) is logged and shown as a
+notification; it never stops the training.
 """
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
+import queue
 import tempfile
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -251,8 +261,14 @@ class Store(param.Parameterized):
         self._job: Job | None = None
         self._loader: threading.Thread | None = None
         self._lock = threading.RLock()
+        self._pending: queue.SimpleQueue = queue.SimpleQueue()
         # The session's document: background threads schedule their updates on it.
         self._doc = pn.state.curdoc if pn.state.curdoc and pn.state.curdoc.session_context else None
+        # Without a document, the loop this store was made on (a notebook's), if any.
+        try:
+            self._loop = asyncio.get_running_loop() if self._doc is None else None
+        except RuntimeError:
+            self._loop = None
         if self._doc is not None:
             # A closed browser tab must not leave its training running.
             pn.state.on_session_destroyed(lambda context: self._cancel_job())
@@ -302,11 +318,12 @@ class Store(param.Parameterized):
         settings = {k: v for k, v in (recommended or {}).items()
                     if k in self.param and k in SETTINGS}
         settings["n_domains"] = (recommended or {}).get("n_domains")
-        # Patches must fit in the image; a spectrum map averages 2 x 2 positions, every position.
         smallest = min(image.sizes["y"], image.sizes["x"])
         if image_kind(image) == "spectral":
-            settings.setdefault("patch_size", 2)
-            settings.setdefault("stride", 1)
+            # The model layer's spectral preset (the spectrum averaged over 3 x 3
+            # positions, at every position): the settings `fit` is known to accept.
+            spectral = {k: v for k, v in _preset("spectral").items() if k in SETTINGS}
+            settings = {**(spectral or {"patch_size": 3, "stride": 1}), **settings}
         elif "patch_size" not in settings:
             settings["patch_size"] = min(self.patch_size, max(2, smallest // 4))
         settings["patch_size"] = min(settings["patch_size"], smallest)
@@ -465,12 +482,27 @@ class Store(param.Parameterized):
         """
         end = time.monotonic() + timeout
         while time.monotonic() < end:
+            # Applying an update can start more work (a loaded file starts a training).
+            self.apply_updates()
             threads = [self._loader, self._job.thread if self._job else None]
             alive = [t for t in threads if t is not None and t.is_alive()]
-            if not alive:
+            if not alive and self._pending.empty():
                 return True
-            alive[0].join(max(0.0, end - time.monotonic()))
+            if alive:
+                alive[0].join(min(0.1, max(0.0, end - time.monotonic())))
         return False
+
+    def apply_updates(self):
+        """Show what the background threads have sent (without a server or a notebook loop).
+
+        Call it from the thread that renders the views; :meth:`wait` calls it.
+        """
+        while True:
+            try:
+                update = self._pending.get_nowait()
+            except queue.Empty:
+                return
+            update()
 
     def _run(self, job: Job):
         """Body of the training thread."""
@@ -502,13 +534,26 @@ class Store(param.Parameterized):
         else:
             self._dispatch(job, self._show, outcome, segmentation, True)
 
+    def _report_warnings(self, job: Job, caught, phase: str):
+        texts = dict.fromkeys(str(w.message) for w in caught
+                              if not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning)))
+        what = "Training" if phase == "training" else "The weight-0 comparison"
+        for text in texts:
+            self._dispatch(job, self.notify, f"{what}: {text}", "warning")
+
     def _cached_or_fit(self, job: Job, key: tuple, boundary_weight: float, phase="training"):
         cached = self._cache.get(key)
         if cached is not None:
             return cached.result
         job.losses = {}
-        result = pvd.fit(job.image, **{**job.settings, "boundary_weight": boundary_weight},
-                         callback=partial(self._on_progress, job, phase), cancel=job.cancel)
+        with warnings.catch_warnings(record=True) as caught:
+            # `fit` warns about what the user should know (collapsed latents, ...): a
+            # notification shows it. (catch_warnings swaps process-wide state; a store
+            # runs one fit at a time, a new job waits for the cancelled one.)
+            warnings.simplefilter("always")
+            result = pvd.fit(job.image, **{**job.settings, "boundary_weight": boundary_weight},
+                             callback=partial(self._on_progress, job, phase), cancel=job.cancel)
+        self._report_warnings(job, caught, phase)
         if job.cancel.is_set():
             raise FitCancelled("cancelled")
         if phase == "comparison":
@@ -573,6 +618,12 @@ class Store(param.Parameterized):
 
     def _on_progress(self, job: Job, phase: str, progress):
         """Training callback (runs in the training thread): send a throttled UI update."""
+        try:
+            self._send_progress(job, phase, progress)
+        except Exception:  # a display problem must not stop the training
+            log.exception("progress update of job %s failed", job.id)
+
+    def _send_progress(self, job: Job, phase: str, progress):
         for name, value in progress.losses.items():
             job.losses.setdefault(name, []).append(float(value))
         now = time.perf_counter()
@@ -608,15 +659,24 @@ class Store(param.Parameterized):
         def apply():
             if job is not None and job is not self._job:
                 return  # a newer job replaced this one: its updates are stale
-            function(*args)
+            try:
+                with self._lock:
+                    function(*args)
+            except Exception as error:
+                # A view that fails to draw must not leave the dashboard stuck or stop a job.
+                log.exception("updating the dashboard failed")
+                if function is not self.notify:
+                    self.notify(f"A view could not be updated: {type(error).__name__}: {error}",
+                                "warning")
 
         if self._doc is not None:
             from panel.io.state import set_curdoc
             with set_curdoc(self._doc):
                 pn.state.execute(apply, schedule=True)
+        elif self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(apply)
         else:
-            with self._lock:
-                apply()
+            self._pending.put(apply)
 
     def _progress(self, phase, epoch, epochs, eta_s, elapsed_s, losses, z_maps):
         updates = dict(epoch=epoch, epochs_total=epochs, eta_s=eta_s, elapsed_s=elapsed_s,
@@ -637,6 +697,7 @@ class Store(param.Parameterized):
         return updates
 
     def _show(self, outcome: Outcome, segmentation, finished_training: bool):
+        self._job = None  # first: a view failing below must not leave the job "running"
         labels, boundaries, length, baseline_labels, baseline_length = segmentation
         result = outcome.result
         transform = result.attrs.get("transform", "")
@@ -652,11 +713,10 @@ class Store(param.Parameterized):
                     for name in result.data_vars if name.startswith("loss_")} or self.losses,
             **self._maps_update(result["z_mean"]),
         )
-        self._job = None
 
     def _failed(self, text: str):
-        self.param.update(running=False, status="failed")
         self._job = None
+        self.param.update(running=False, status="failed")
         self.notify(text, "error")
 
     # ------------------------------------------------------------------ selections

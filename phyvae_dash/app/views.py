@@ -440,6 +440,9 @@ def _latents(result: xr.Dataset | None) -> xr.DataArray | None:
 class LatentScatter(View):
     """Scatter of a pair of latents, coloured by a third or by domain; brushing source.
 
+    With a single latent there is no pair: it shows a histogram of z0, one colour per
+    domain, where a box over a range of z0 brushes those positions.
+
     It draws finished results only (not the live maps of a running training): redrawing
     thousands of points every few epochs would keep the server busy and widgets waiting.
     """
@@ -457,8 +460,12 @@ class LatentScatter(View):
         self._update_options()
         self._holder = pn.pane.HoloViews(sizing_mode="fixed", css_classes=["pvd-scatter"])
         store.param.watch(self._maybe_rebuild, ["result"])
-        self._rasterized = None
+        self._mode = None
         self._maybe_rebuild()
+
+    @property
+    def _rasterized(self) -> bool:
+        return self._mode == "rasterized"
 
     def _update_options(self, *events):
         z_maps = _latents(self.store.result)
@@ -471,11 +478,20 @@ class LatentScatter(View):
             self.colour.options = ["domain"] + [f"z{i}" for i in options]
 
     def _maybe_rebuild(self, *events):
+        # The plot is rebuilt only when its kind changes; otherwise its streams update it.
         z_maps = _latents(self.store.result)
-        many = z_maps is not None and z_maps.sizes["y"] * z_maps.sizes["x"] > RASTERIZE_POINTS
-        if many != self._rasterized:
-            self._rasterized = many
-            self._holder.object = self._plot(many)
+        if z_maps is not None and z_maps.sizes["latent"] == 1:
+            mode = "histogram"
+        elif z_maps is not None and z_maps.sizes["y"] * z_maps.sizes["x"] > RASTERIZE_POINTS:
+            mode = "rasterized"
+        else:
+            mode = "points"
+        if mode != self._mode:
+            self._mode = mode
+            for widget in (self.x_latent, self.y_latent):
+                widget.visible = mode != "histogram"
+            self._holder.object = (self._histogram_plot() if mode == "histogram"
+                                   else self._plot(mode == "rasterized"))
 
     def _stream_kw(self):
         return {"result": self.store.param.result, "labels": self.store.param.labels,
@@ -501,6 +517,45 @@ class LatentScatter(View):
         selection = streams.Selection1D(source=points)
         selection.add_subscriber(self._on_select)
         return points * highlight * point
+
+    def _histogram_plot(self):
+        store = self.store
+        # The number of domains changes between results, hence NdOverlay (keyed by domain).
+        bars = hv.DynamicMap(self._histograms, streams={"result": store.param.result,
+                                                        "labels": store.param.labels,
+                                                        "selection": store.param.selection})
+        bounds = streams.BoundsX(source=bars)
+        # A range of z0 brushes the positions inside it, whatever their second coordinate.
+        bounds.add_subscriber(lambda boundsx: boundsx and store.select_latent_box(
+            (boundsx[0], -np.inf, boundsx[1], np.inf), (0, 0)))
+        return bars
+
+    def _histograms(self, result=None, labels=None, selection=None):
+        z_maps = _latents(result)
+        opts = dict(frame_width=PLOT_WIDTH, frame_height=PLOT_WIDTH - 80, framewise=True, alpha=0.6,
+                    tools=["xbox_select", "hover"], active_tools=["xbox_select"], line_width=0)
+        if z_maps is None:
+            return hv.NdOverlay({"all": hv.Histogram(([0, 1], [0]), kdims="z0", vdims="positions")}, kdims="domain")
+        z0 = z_maps.values[0].ravel()
+        edges = np.histogram_bin_edges(z0[np.isfinite(z0)], bins=40)
+        groups, colours = {"all": np.ones(z0.shape, bool)}, {}
+        if labels is not None and labels.size == z0.size:
+            domains = labels.values.ravel()
+            groups = {f"domain {k}": domains == k for k in np.unique(domains) if k >= 0}
+            # The same colour per domain as on the image overlay (clim 0..9 there).
+            palette = hv.plotting.util.process_cmap(DOMAIN_CMAP, 10)
+            colours = {f"domain {k}": palette[int(k) % 10] for k in np.unique(domains) if k >= 0}
+        if selection is not None and selection.size == z0.size:
+            groups["brushed"] = selection.ravel()
+        layers = {}
+        for name, inside in groups.items():
+            counts, _ = np.histogram(z0[inside], bins=edges)
+            colour = HIGHLIGHT if name == "brushed" else colours.get(name, "#777777")
+            layers[name] = hv.Histogram((edges, counts), kdims="z0", vdims="positions").opts(color=colour)
+        return hv.NdOverlay(layers, kdims="domain").opts(
+            hv.opts.Histogram(**opts),
+            hv.opts.NdOverlay(title="Latent z0 by domain (one latent)", legend_position="top_right",
+                              toolbar="above"))
 
     def _pairs(self, z_maps, xi, yi):
         values = z_maps.values
@@ -699,7 +754,12 @@ class ManifoldView(View):
 
 # ============================================================================ training
 class TrainingView(View):
-    """Progress bar with epoch and time left, and the loss curves as they stream in."""
+    """Progress bar with epoch and time left, and the loss curves as they stream in.
+
+    The curves are fed by a ``Buffer`` stream: each progress update sends the browser
+    only the epochs it has not seen, instead of redrawing whole curves (the server's
+    event loop is then free for widgets while a fit runs).
+    """
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -707,9 +767,37 @@ class TrainingView(View):
         self.bar = pn.indicators.Progress(value=0, max=1, bar_color="primary", sizing_mode="stretch_width",
                                           height=14)
         self.text = pn.pane.Markdown(self._text(), margin=(0, 10))
-        self._losses = pn.pane.HoloViews(
-            hv.DynamicMap(self._curves, streams={"losses": store.param.losses}))
+        self._buffer = streams.Buffer(self._loss_rows({}, 0), length=100_000, index=False)
+        self._sent: dict[str, list] = {}
+        self._losses = pn.pane.HoloViews(hv.DynamicMap(self._curves, streams=[self._buffer]))
+        store.param.watch(self._stream_losses, ["losses"])
         store.param.watch(self._update, ["epoch", "epochs_total", "status", "running", "eta_s"])
+        self._stream_losses()
+
+    @staticmethod
+    def _loss_rows(losses: dict, start: int):
+        """Epochs ``start + 1, ...`` of `losses` as a table with one column per term."""
+        import pandas as pd
+        losses = {name.removeprefix("loss_"): values for name, values in losses.items()}
+        n = max([len(losses.get(name, [])) for name in LOSS_COLOURS] + [start]) - start
+        columns = {"epoch": np.arange(start + 1, start + n + 1)}
+        for name in LOSS_COLOURS:
+            values = np.asarray(losses.get(name, [])[start:], dtype=float)
+            columns[name] = np.pad(values, (0, n - values.size), constant_values=np.nan)
+        return pd.DataFrame(columns)
+
+    def _stream_losses(self, *events):
+        losses = {name.removeprefix("loss_"): list(values) for name, values in self.store.losses.items()}
+        n_sent = max((len(v) for v in self._sent.values()), default=0)
+        continues = all(losses.get(name, [])[:len(values)] == values for name, values in self._sent.items())
+        if not continues or n_sent == 0:
+            # Another job's (or a cached result's) history: start the curves again.
+            self._buffer.clear()
+            n_sent = 0
+        rows = self._loss_rows(losses, n_sent)
+        if len(rows) or n_sent == 0:
+            self._buffer.send(rows)
+        self._sent = losses
 
     def _update(self, *events):
         store = self.store
@@ -729,15 +817,13 @@ class TrainingView(View):
             return f"Done in {store.elapsed_s:.1f} s ({store.epochs_total} epochs)"
         return store.status.capitalize()
 
-    def _curves(self, losses=None):
+    def _curves(self, data):
         # Always the same three curves (possibly empty): Bokeh keeps one legend that way.
-        losses = {name.removeprefix("loss_"): values for name, values in (losses or {}).items()}
+        # Each curve holds the Buffer's own table, so that HoloViews streams new rows.
         curves = []
         for name, colour in LOSS_COLOURS.items():
-            values = losses.get(name, [])
             # One y axis per term (multi_y): they differ by orders of magnitude.
-            curves.append(hv.Curve((np.arange(1, len(values) + 1), np.asarray(values, dtype=float)),
-                                   "epoch", hv.Dimension(name, label=f"{name} loss"), label=name).opts(
+            curves.append(hv.Curve(data, "epoch", hv.Dimension(name, label=f"{name} loss"), label=name).opts(
                 color=colour, framewise=True, line_width=2))
         return hv.Overlay(curves).opts(frame_width=PLOT_WIDTH - 100, frame_height=170,
                                        legend_position="top_right", title="Loss per epoch",

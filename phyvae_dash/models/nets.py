@@ -66,8 +66,20 @@ class MLPEncoder(nn.Module):
         return mu, F.softplus(raw) + 1e-4
 
 
+class InplaceTanh(nn.Tanh):
+    """tanh computed in place.
+
+    Safe wherever it follows a linear layer (as in `mlp`): the layer's backward does not
+    need its output. Worth it because in the coordinate decoder a fresh tensor of that
+    size costs as much as the tanh itself.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.tanh_()
+
+
 #: Activations a network can be built with, by name (names go into model configs).
-ACTIVATIONS = {"gelu": nn.GELU, "tanh": nn.Tanh}
+ACTIVATIONS = {"gelu": nn.GELU, "tanh": InplaceTanh}
 
 
 def mlp(in_dim: int, hidden: int, out_dim: int, hidden_layers: int,
