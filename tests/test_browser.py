@@ -227,3 +227,43 @@ def test_corrupt_upload_shows_error_and_app_still_works(session, tmp_path):
     wait_until(lambda: not store.running and store.result.attrs["patch_size"] == store.patch_size,
                page, timeout=120, what="the retrained result")
     assert errors(messages) == []
+
+
+def test_binder_script_serves_the_dashboard(browser):
+    """`panel serve binder/dashboard.py` (what Binder runs) serves the whole page."""
+    import os
+    import subprocess
+    import sys
+
+    from phyvae_dash.app.app import TITLE
+
+    root = Path(__file__).resolve().parents[1]
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "panel", "serve", str(root / "binder" / "dashboard.py"), "--port", str(port),
+         "--address", "localhost", "--allow-websocket-origin", f"localhost:{port}"],
+        cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://localhost:{port}/dashboard"
+    try:
+        wait_until(lambda: urllib.request.urlopen(url, timeout=30).status == 200, timeout=90,
+                   interval=0.5, what="panel serve")
+        html = urllib.request.urlopen(url, timeout=60).read().decode()
+        assert f"<title>{TITLE}</title>" in html
+        assert '"roots":{"' in html  # the page has content (an empty page has no roots)
+        page = browser.new_page(viewport={"width": 1600, "height": 1800})
+        messages = []
+        page.on("pageerror", lambda error: messages.append(error))
+        page.goto(url, timeout=60_000)
+        page.get_by_text("Latent maps (real space)").first.wait_for(state="visible", timeout=60_000)
+        assert page.get_by_text(TITLE).first.is_visible()
+        page.wait_for_timeout(1000)
+        shot(page, "binder_dashboard")
+        page.close()
+        assert errors(messages) == []
+    finally:
+        server.terminate()
+        try:
+            server.wait(20)
+        except subprocess.TimeoutExpired:
+            server.kill()

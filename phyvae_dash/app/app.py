@@ -98,6 +98,8 @@ class Dashboard(Viewer):
         return self
 
     def __panel__(self):
+        # Without a server or notebook loop, training updates wait for this thread: show them.
+        self.store.apply_updates()
         return pn.Row(pn.Column(self._sidebar, width=330), self._main, sizing_mode="stretch_width")
 
 
