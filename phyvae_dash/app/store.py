@@ -132,15 +132,28 @@ def image_kind(image: xr.DataArray) -> str:
     return "channels" if image.dims[2] == "channel" else "spectral"
 
 
+#: Longest time (s) a thread holds the GIL before Python hands it over (default 5 ms).
+SERVER_SWITCH_INTERVAL_S = 0.001
+
+
 def _leave_a_core_for_the_server():
-    """Let training use one core fewer than the machine has, so that the server's event
-    loop (widgets, plots) is not starved while a fit runs (process-wide torch setting)."""
+    """Keep the server's event loop (widgets, plots) responsive while a fit runs.
+
+    Training uses one core fewer than the machine has; and the GIL changes hands more
+    often: between two torch ops the training thread runs Python, and the event loop,
+    which gives the GIL up at every socket read and write, would otherwise wait up to
+    5 ms each time to get it back (tens of times for one widget message). Both are
+    process-wide settings, made only in a server.
+    """
     import os
+    import sys
 
     import torch
     threads = max(1, (os.cpu_count() or 2) - 1)
     if torch.get_num_threads() > threads:
         torch.set_num_threads(threads)
+    if sys.getswitchinterval() > SERVER_SWITCH_INTERVAL_S:
+        sys.setswitchinterval(SERVER_SWITCH_INTERVAL_S)
 
 
 @dataclass
