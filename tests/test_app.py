@@ -292,7 +292,7 @@ def test_one_latent_shows_a_histogram_by_domain(store):
     scatter = LatentScatter(store=store)
     store.train()
     assert store.wait(60)
-    assert scatter._mode == "histogram" and not scatter.x_latent.visible
+    assert scatter._mode == "histogram" and not scatter.x_latent.visible and "z0" in scatter.hint.object
     pn.panel(scatter).get_root()
     bars = scatter._histograms(store.result, store.labels, None)
     assert {str(key) for key in bars.keys()} == {f"domain {k}" for k in np.unique(store.labels.values)}

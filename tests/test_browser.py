@@ -257,7 +257,9 @@ def test_binder_script_serves_the_dashboard(browser):
         page.goto(url, timeout=60_000)
         page.get_by_text("Latent maps (real space)").first.wait_for(state="visible", timeout=60_000)
         assert page.get_by_text(TITLE).first.is_visible()
-        page.wait_for_timeout(1000)
+        # The demo (one latent) trains to the end: its latent space is a histogram of z0.
+        page.get_by_text("Done in").first.wait_for(state="visible", timeout=180_000)
+        page.wait_for_timeout(1500)
         shot(page, "binder_dashboard")
         page.close()
         assert errors(messages) == []

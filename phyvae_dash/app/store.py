@@ -134,8 +134,6 @@ def image_kind(image: xr.DataArray) -> str:
 
 #: Longest time (s) a thread holds the GIL before Python hands it over (default 5 ms).
 SERVER_SWITCH_INTERVAL_S = 0.001
-#: How much nicer (lower priority) the training thread is than the server's (Linux).
-TRAINING_NICENESS = 10
 
 
 def _leave_a_core_for_the_server():
@@ -156,13 +154,6 @@ def _leave_a_core_for_the_server():
         torch.set_num_threads(threads)
     if sys.getswitchinterval() > SERVER_SWITCH_INTERVAL_S:
         sys.setswitchinterval(SERVER_SWITCH_INTERVAL_S)
-    # A lower scheduling priority for this (the training) thread only, so that on a
-    # busy machine the event loop gets a core first when a widget message arrives.
-    if hasattr(os, "setpriority") and sys.platform.startswith("linux"):
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), TRAINING_NICENESS)
-        except OSError:
-            pass
 
 
 @dataclass

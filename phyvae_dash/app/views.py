@@ -459,6 +459,7 @@ class LatentScatter(View):
         store.param.watch(self._update_options, ["result"])
         self._update_options()
         self._holder = pn.pane.HoloViews(sizing_mode="fixed", css_classes=["pvd-scatter"])
+        self.hint = pn.pane.Markdown("", margin=(0, 10), styles={"font-size": "0.85em"})
         store.param.watch(self._maybe_rebuild, ["result"])
         self._mode = None
         self._maybe_rebuild()
@@ -488,8 +489,10 @@ class LatentScatter(View):
             mode = "points"
         if mode != self._mode:
             self._mode = mode
-            for widget in (self.x_latent, self.y_latent):
+            for widget in (self.x_latent, self.y_latent, self.colour):
                 widget.visible = mode != "histogram"
+            self.hint.object = ("Box a range of z0 to brush the maps." if mode == "histogram" else
+                                "Box or lasso to brush the maps; click a point for its patch.")
             self._holder.object = (self._histogram_plot() if mode == "histogram"
                                    else self._plot(mode == "rasterized"))
 
@@ -610,9 +613,7 @@ class LatentScatter(View):
 
     def __panel__(self):
         return card(pn.Row(self.x_latent, self.y_latent, self.colour, self.clear),
-                       self._holder,
-                       pn.pane.Markdown("Box or lasso to brush the maps; click a point for its patch.",
-                                        margin=(0, 10), styles={"font-size": "0.85em"}),
+                       self._holder, self.hint,
                        title="Latent space", width=480)
 
 

