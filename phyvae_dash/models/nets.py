@@ -229,9 +229,8 @@ class CoordDecoder(nn.Module):
         weight (``B x 2F x H``, cheap) give the same pre-activations as the features of
         every shifted grid (``B x N x 2F``, with a cosine and a sine each) times the
         shared weight. All patches then go through one matrix product
-        ``(N, 2F + 1) @ (2F + 1, B * H)``, with the per-patch bias (latent and shift
-        terms) as the weight's last row against a constant feature, and the MLP runs
-        on ``(N, B, H)`` rows.
+        ``(N, 2F) @ (2F, B * H)``, with the per-patch bias (latent and shift terms)
+        added inside it, and the MLP runs on ``(N, B, H)`` rows.
 
         Returns ``(B, N, out_channels)`` (a transposed view).
         """
@@ -251,13 +250,8 @@ class CoordDecoder(nn.Module):
             feats = grid
             per_patch = per_patch + shift @ w.T
             weight = w.T.expand(b, -1, -1)
-        # The per-patch bias rides in the product as one more row of the weight against
-        # a constant feature of 1: cheaper than addmm, which first copies the broadcast
-        # bias into the whole (N, B * H) output.
-        feats = torch.cat([feats, feats.new_ones(feats.shape[0], 1)], dim=-1)
-        weight = torch.cat([weight, per_patch.unsqueeze(1)], dim=1)   # (B, 2F + 1, H)
-        # (2F + 1, B * H): patches side by side, so one product serves the whole batch.
+        # (2F, B * H): patches side by side, so one product serves the whole batch.
         weight = weight.permute(1, 0, 2).reshape(feats.shape[-1], -1)
-        h = torch.mm(feats.to(weight.dtype), weight)
+        h = torch.addmm(per_patch.reshape(-1), feats.to(weight.dtype), weight)
         out = self.net(h.tanh_().view(grid.shape[0] * b, -1))       # (N * B, C)
         return out.view(grid.shape[0], b, -1).transpose(0, 1)
