@@ -189,7 +189,7 @@ class CoordDecoder(nn.Module):
     """
 
     def __init__(self, latent_dim: int, coord_dim: int, out_channels: int, hidden: int = 64,
-                 layers: int = 2, fourier: int = 16, nyquist: float = 4.0,
+                 layers: int = 2, fourier: int = 32, nyquist: float = 4.0,
                  activation: str = "relu"):
         super().__init__()
         self.fourier = int(fourier)

@@ -31,8 +31,8 @@ class RotVAE(ShiftVAE):
 
     def __init__(self, input_shape, latent_dim: int = 2, likelihood: str = "bernoulli",
                  hidden: int = 128, shift_prior: float = 2.0, decoder_hidden: int = 32,
-                 angle_prior: float = 1.0, fourier: int = 16, decoder_layers: int = 2,
-                 decoder_activation: str = "relu"):
+                 angle_prior: float = 1.0, fourier: int = 32, decoder_layers: int = 2,
+                 decoder_activation: str = "tanh"):
         if len(input_shape) != 3:
             raise ValueError("the rotation model needs patch inputs (C, p, p), not vectors")
         self.angle_prior = float(angle_prior)
