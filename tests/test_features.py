@@ -209,3 +209,13 @@ def test_presets_cover_every_phantom_kind():
     assert features.preset_for("graphene_grains", small.image)["patch_size"] == 16
     with pytest.raises(SettingsError):
         features.preset_for("nonsense")
+
+
+@pytest.mark.realdata
+def test_auto_ignores_nyquist_pickup_in_real_pfm_amplitude(shared_data):
+    """Real PFM amplitude has a ~2 px pick-up line in its spectrum: not a lattice."""
+    from phyvae_dash import load
+    from phyvae_dash.models.features import choose_transform
+
+    amplitude = load(shared_data / "pfm" / "SingFreqPFM_0003.h5", channel="AmplitudeRetrace")
+    assert choose_transform(amplitude, 16)[0] == "patch"

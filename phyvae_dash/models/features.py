@@ -59,6 +59,8 @@ LATTICE_PEAK_RATIO = 11.0
 #: detected as 10.6-12.5 px at 128 px): |FFT| + GMM ARI 0.67-0.73, raw patches 0.0-0.4;
 #: below ~1.8 periods the reflection sits inside the window's central lobe.
 MIN_PERIODS_PER_PATCH = 1.8
+#: Shortest period (px) taken for a lattice by `detect_lattice_period`.
+MIN_LATTICE_PERIOD_PX = 3.0
 
 #: Largest number of FFT features per channel; bigger patches get their power
 #: spectrum average-pooled down to this size.
@@ -295,7 +297,10 @@ def _peak_ratio(image: xr.DataArray, max_period: float | None = None):
     k1 = (np.arange(t) - t // 2) / t
     k = np.hypot(k1[:, None], k1[None, :])
     ring = np.round(k * t).astype(int)
-    band = (k >= 1.0 / max_period) & (k <= 0.5)
+    # Periods under 3 px sit at the Nyquist edge: in SPM scans they are electronic
+    # pick-up or feedback ringing (seen on real PFM amplitude), not a lattice that
+    # patches could resolve.
+    band = (k >= 1.0 / max_period) & (k <= 1.0 / MIN_LATTICE_PERIOD_PX)
     if band.sum() < 16:
         return None, None
     # Median over each ring, vectorised: sort by (ring, power) and pick the middle.
