@@ -304,6 +304,21 @@ def test_one_latent_shows_a_histogram_by_domain(store):
     assert store.selection.all()
 
 
+
+def test_one_latent_manifold_is_one_row_along_z0(store):
+    """With one latent the z0-z1 plane would repeat z0 on both axes: show one row."""
+    from phyvae_dash.app.views import ManifoldView
+
+    store.latent_dim = 1
+    view = ManifoldView(store=store)
+    store.train()
+    assert store.wait(60)
+    plot = view._plot(store.outcome)
+    assert plot.opts.get().kwargs["title"] == "Decoded patches along z0"
+    n_steps = store.outcome.manifold.sizes["u"]
+    assert plot.bounds.lbrt() == (0, 0, n_steps, 1)
+    pn.panel(view).get_root()
+
 @pytest.mark.realdata
 def test_registry_spectral_map_trains_and_shows_spectra(shared_data, monkeypatch):
     import holoviews as hv

@@ -731,13 +731,25 @@ class ManifoldView(View):
         values = np.asarray(getattr(manifold, "values", manifold), dtype=float)
         if values.ndim == 5:  # (gy, gx, C, p, p): first channel
             values = values[:, :, 0]
+        latents = list(getattr(manifold, "attrs", {}).get("latents", [0, 1]))
+        one_latent = len(latents) == 2 and latents[0] == latents[1]
+        if values.ndim == 4 and one_latent:
+            # With one latent the plane is z0 against itself: only its diagonal is new.
+            steps = np.arange(values.shape[0])
+            values = values[steps, steps][None]
         if values.ndim == 4:  # (gy, gx, p, p): tile into one mosaic
             gy, gx, py, px = values.shape
             mosaic = values.transpose(0, 2, 1, 3).reshape(gy * py, gx * px)
+            u, v = (f"z{latents[0]}", f"z{latents[1]}") if len(latents) == 2 else ("z0", "z1")
+            if one_latent:
+                return hv.Image(mosaic[::-1], bounds=(0, 0, gx, gy),
+                                kdims=[f"{u} (grid step)", " "]).opts(
+                    cmap=IMAGE_CMAP, frame_width=260, frame_height=max(40, 260 // gx),
+                    toolbar=None, yaxis=None, title=f"Decoded patches along {u}")
             return hv.Image(mosaic[::-1], bounds=(0, 0, gx, gy),
-                            kdims=["z0 (grid step)", "z1 (grid step)"]).opts(
+                            kdims=[f"{u} (grid step)", f"{v} (grid step)"]).opts(
                 cmap=IMAGE_CMAP, frame_width=260, frame_height=260, toolbar=None,
-                title="Decoded latent manifold (z0, z1)")
+                title=f"Decoded latent manifold ({u}, {v})")
         if values.ndim == 3:  # (gy, gx, F): small spectra on a grid
             gy, gx, n = values.shape
             low, high = np.nanmin(values), np.nanmax(values)
