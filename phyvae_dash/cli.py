@@ -88,7 +88,8 @@ def _fit(args) -> int:
     if args.boundary_weight is not None:
         settings["boundary_weight"] = args.boundary_weight
     try:
-        result = pvd.fit(image, callback=progress, **settings)
+        # The progress bar needs no latent maps: only the last epoch computes them.
+        result = pvd.fit(image, callback=progress, map_every=10**9, **settings)
     finally:
         if bar is not None:
             bar.close()
