@@ -54,9 +54,6 @@ PROGRESS_INTERVAL_S = 0.5
 #: Seconds between two live latent-map updates: redrawing the maps and the scatter costs
 #: the server's event loop a few hundred ms, which widgets must not wait for.
 MAPS_INTERVAL_S = 1.5
-#: Latent maps cost a full encoder pass; maps are drawn at most every MAPS_INTERVAL_S
-#: anyway, so the fit need not compute them every (~0.15 s) epoch.
-MAP_EVERY_EPOCHS = 3
 #: The demo a dashboard opens on when it is given no image.
 DEFAULT_DEMO = "pfm_labyrinth"
 #: The names the settings are known by (also the keys of the settings JSON).
@@ -568,8 +565,7 @@ class Store(param.Parameterized):
             # runs one fit at a time, a new job waits for the cancelled one.)
             warnings.simplefilter("always")
             result = pvd.fit(job.image, **{**job.settings, "boundary_weight": boundary_weight},
-                             callback=partial(self._on_progress, job, phase), cancel=job.cancel,
-                             map_every=MAP_EVERY_EPOCHS)
+                             callback=partial(self._on_progress, job, phase), cancel=job.cancel)
         self._report_warnings(job, caught, phase)
         if job.cancel.is_set():
             raise FitCancelled("cancelled")
