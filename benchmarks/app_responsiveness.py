@@ -15,6 +15,11 @@ update, the third is the time the server's event loop takes to handle a change).
 Usage::
 
     python benchmarks/app_responsiveness.py [--repeats 3] [--store] [--small]
+                                            [--runner process|thread]
+
+``--runner`` chooses where the served store runs its fits (default: the dashboard's
+own choice, a worker process); ``thread`` shows what a fit in the server's process
+costs the widgets.
 """
 from __future__ import annotations
 
@@ -100,9 +105,16 @@ def _release_slider(page, selector, pixels):
 
 
 def run_browser(repeats: int, small: bool) -> dict:
+    url, dashboards, server = _serve(small)
+    try:
+        return _measure_in_browser(url, dashboards, repeats)
+    finally:
+        server.stop()  # also when a measurement fails: its thread would keep the process alive
+
+
+def _measure_in_browser(url, dashboards, repeats: int) -> dict:
     from playwright.sync_api import sync_playwright
 
-    url, dashboards, server = _serve(small)
     figures = {name: [] for name in [*TARGETS, "idle_round_trip_ms"]}
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
@@ -116,14 +128,16 @@ def run_browser(repeats: int, small: bool) -> dict:
         _wait(lambda: store.result is not None and not store.running, timeout=900, interval=0.2)
         print(f"first training: {store.result.attrs.get('epochs')} epochs in "
               f"{store.result.attrs.get('elapsed_s', float('nan')):.1f} s "
-              f"(patch {store.patch_size}, stride {store.stride}, {store.z_maps.shape[1:]} positions)",
+              f"(patch {store.patch_size}, stride {store.stride}, {store.z_maps.shape[1:]} positions; "
+              f"fits run in a {store.runner})",
               flush=True)
         page.wait_for_timeout(2000)
         maps = page.locator(".pvd-latent-maps").first
         for repeat in range(repeats):
             before = maps.screenshot()
             old_result, old_z, started = store.result, store.z_maps, store.jobs_started
-            # Always a new patch size (a size seen before would be answered from the cache).
+            # A size seen before would be answered from the cache: measure training, not that.
+            store._cache.clear()
             released = _release_slider(page, ".pvd-patch-size .noUi-handle", -12 if repeat % 2 == 0 else 5)
             _wait(lambda: store.jobs_started > started, timeout=30)
             # The previous job had finished: any new maps come from the new one.
@@ -157,7 +171,6 @@ def run_browser(repeats: int, small: bool) -> dict:
             print(f"release {repeat}: idle round trip {figures['idle_round_trip_ms'][-1]:.0f} ms", flush=True)
             page.wait_for_timeout(500)
         browser.close()
-    server.stop()
     return figures
 
 
@@ -200,7 +213,11 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--store", action="store_true", help="measure through the store API, no browser")
     parser.add_argument("--small", action="store_true", help="a 96 x 96 demo instead of the default one")
+    parser.add_argument("--runner", choices=["process", "thread"], default=None,
+                        help="where fits run (default: the dashboard's choice)")
     args = parser.parse_args(argv)
+    if args.runner:
+        os.environ["PHYVAE_DASH_RUNNER"] = args.runner
     use_browser = not args.store and shutil.which("chromium") is not None
     started = time.perf_counter()
     figures = (run_browser if use_browser else run_store)(args.repeats, args.small)
@@ -208,7 +225,7 @@ def main(argv=None) -> int:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"\nDashboard responsiveness ({'default demo' if not args.small else '96 x 96 demo'}, "
           f"{'browser: headless Chromium' if use_browser else 'store API'}, {os.cpu_count()} CPU cores, "
-          f"load average {load:.1f}, {threading.active_count()} threads, "
+          f"load average {load:.1f}, fits in a {os.environ.get('PHYVAE_DASH_RUNNER') or 'process (default)'}, "
           f"{time.perf_counter() - started:.0f} s in all)")
     print(f"{'measure':<38}{'median':>10}{'worst':>10}{'target':>10}  ok")
     names = {"first_map_s": "slider release -> first latent map (s)",

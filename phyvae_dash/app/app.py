@@ -18,6 +18,7 @@ import xarray as xr
 from panel.viewable import Viewer
 
 # Absolute imports: `panel serve phyvae_dash/app/app.py` runs this file as a script.
+from phyvae_dash.app import worker
 from phyvae_dash.app.store import Store
 from phyvae_dash.app.views import (ComparisonView, Controls, ExportView, ImageView, LatentMaps,
                                    LatentScatter, ManifoldView, PatchView, TrainingView)
@@ -147,6 +148,7 @@ def serve(path: str | None = None, *, port: int = 5006, address: str | None = No
     if path:  # fail here, with the data layer's message, rather than in every session
         from phyvae_dash import load
         load(path, channel=channel)
+    worker.prestart()  # the first session's training process starts while the browser opens
     return pn.serve(
         lambda: create_app(path, channel),  # called once per browser session
         port=port, address=address, show=show, title=TITLE,

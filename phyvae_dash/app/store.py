@@ -10,6 +10,9 @@ Threading model
 Training runs in a background thread so that the browser stays responsive. Each
 job gets a ``threading.Event`` as its cancel token; a newer job sets the previous
 job's token, and results of a job that is no longer the current one are dropped.
+In a served session or a notebook, that thread hands the fits themselves to the
+session's worker process (:mod:`phyvae_dash.app.worker`): a fit in the server's
+process would hold its GIL and slow every widget round-trip while it runs.
 Everything the thread wants to show goes through :meth:`Store._dispatch`; the
 thread itself never touches a parameter a view watches, because a view that is
 being rendered at the same moment would see half an update. Where the update runs:
@@ -28,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import queue
 import tempfile
 import threading
@@ -43,6 +47,7 @@ import param
 import xarray as xr
 
 import phyvae_dash as pvd
+from phyvae_dash.app import worker
 from phyvae_dash.errors import FitCancelled, PhyvaeDashError
 
 log = logging.getLogger(__name__)
@@ -229,6 +234,10 @@ class Store(param.Parameterized):
                               doc="Number of domains; None chooses it automatically.")
     compare = param.Boolean(default=False, doc="Also fit with boundary_weight=0.")
     auto_train = param.Boolean(default=True)
+    runner = param.Selector(default="auto", objects=["auto", "process", "thread"], constant=True,
+                            doc="Where fits run: a worker process, or a thread of this process; "
+                                "auto: a process in a served session or a notebook (so that "
+                                "training never holds the GIL the widgets need), else a thread.")
 
     # ---- the running job
     running = param.Boolean(default=False, constant=False)
@@ -282,9 +291,14 @@ class Store(param.Parameterized):
             self._loop = asyncio.get_running_loop() if self._doc is None else None
         except RuntimeError:
             self._loop = None
+        if self.runner == "auto":
+            interactive = self._doc is not None or self._loop is not None
+            with param.edit_constant(self):
+                self.runner = os.environ.get("PHYVAE_DASH_RUNNER") or ("process" if interactive else "thread")
+        self._worker = worker.acquire(keep_spare=self._doc is not None) if self.runner == "process" else None
         if self._doc is not None:
-            # A closed browser tab must not leave its training running.
-            pn.state.on_session_destroyed(lambda context: self._cancel_job())
+            # A closed browser tab must not leave its training (or its process) running.
+            pn.state.on_session_destroyed(lambda context: self.close())
         if image is not None:
             self._set_data(image, source=image.attrs.get("source") or image.name or "your image")
         else:
@@ -485,6 +499,20 @@ class Store(param.Parameterized):
         self.param.update(running=False, status="cancelled")
         return True
 
+    def close(self):
+        """Cancel the running job and stop this store's worker process, if it has one."""
+        self._cancel_job()
+        if self._worker is not None:
+            self._worker.close()
+
+    def _fit(self, image, **kwargs):
+        """`fit` in this store's worker process, or here when it has none."""
+        if self._worker is None:
+            return pvd.fit(image, **kwargs)
+        if not self._worker.alive:  # it crashed (out of memory?): the next fit gets a new one
+            self._worker = worker.acquire()
+        return self._worker.fit(image, **kwargs)
+
     def wait(self, timeout: float = 60.0) -> bool:
         """Block until the current load and job are done (for tests, scripts, benchmarks).
 
@@ -519,7 +547,7 @@ class Store(param.Parameterized):
 
     def _run(self, job: Job):
         """Body of the training thread."""
-        if self._doc is not None:
+        if self._doc is not None and self._worker is None:
             _leave_a_core_for_the_server()
         if job.previous is not None and job.previous.thread is not None:
             # The cancelled job stops within an epoch; waiting keeps the 2 cores for us.
@@ -564,7 +592,7 @@ class Store(param.Parameterized):
             # notification shows it. (catch_warnings swaps process-wide state; a store
             # runs one fit at a time, a new job waits for the cancelled one.)
             warnings.simplefilter("always")
-            result = pvd.fit(job.image, **{**job.settings, "boundary_weight": boundary_weight},
+            result = self._fit(job.image, **{**job.settings, "boundary_weight": boundary_weight},
                              callback=partial(self._on_progress, job, phase), cancel=job.cancel)
         self._report_warnings(job, caught, phase)
         if job.cancel.is_set():

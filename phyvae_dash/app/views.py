@@ -303,8 +303,9 @@ class ImageView(View):
                                                         "show": self.show_domains.param.value})
         walls = hv.DynamicMap(self._walls, streams={"labels": store.param.labels,
                                                     "show": self.show_walls.param.value})
-        highlight = hv.DynamicMap(self._highlight, streams={"selection": store.param.selection,
-                                                            "grid": store.param.grid})
+        # Only `selection`: a new grid (each new patch size) comes with no selection, and
+        # redrawing an empty overlay would cost the server's loop while training runs.
+        highlight = hv.DynamicMap(self._highlight, streams={"selection": store.param.selection})
         self.bounds = streams.BoundsXY(source=base)
         self.tap = streams.Tap(source=base)
         self.bounds.add_subscriber(lambda bounds: store.select_bounds(bounds))
@@ -355,8 +356,8 @@ class ImageView(View):
         return hv.Contours(cached[1], kdims=[_dim("x", labels["x"]), _dim("y", labels["y"])]).opts(
             color=WALL, line_width=1.5)
 
-    def _highlight(self, selection=None, grid=None):
-        return _mask_image(selection, grid, "selected", HIGHLIGHT, alpha=0.55,
+    def _highlight(self, selection=None):
+        return _mask_image(selection, self.store.grid, "selected", HIGHLIGHT, alpha=0.55,
                            like=display_image(self.store))
 
     def _summary(self):
@@ -374,59 +375,169 @@ class ImageView(View):
                     title="Image, domains and walls", width=560)
 
 
+def _axis_label(coord: xr.DataArray) -> str:
+    units = coord.attrs.get("units")
+    return f"{coord.name} ({units})" if units else str(coord.name)
+
+
+def _image_frame(grid: xr.DataArray) -> dict:
+    """Where a Bokeh image of ``grid`` (.., y, x) sits: cells centred on the coordinates."""
+    frame = {}
+    for name, origin, size in (("x", "x", "dw"), ("y", "y", "dh")):
+        centres = grid[name].values.astype(float)
+        step = float(np.abs(np.diff(centres)).mean()) if centres.size > 1 else 1.0
+        frame[origin] = [float(centres.min()) - step / 2]
+        frame[size] = [float(np.ptp(centres)) + step]
+    return frame
+
+
+def _rows_upward(values: np.ndarray, grid: xr.DataArray) -> np.ndarray:
+    """Bokeh draws an image's first row at the bottom: flip descending y coordinates."""
+    y = grid["y"].values
+    return values[::-1] if y.size > 1 and y[0] > y[-1] else values
+
+
+def _edit_bokeh(model, pane, edit):
+    """Run ``edit()``, which changes Bokeh models in place, where the page will see it.
+
+    In a served session a change must happen under the document's lock (a selection
+    arriving through a HoloViews stream does not hold it): it runs on the next tick of
+    the session's loop. In a notebook the page sees in-place changes once pushed.
+    """
+    document = model.document
+    if document is not None and document.session_context is not None:
+        document.add_next_tick_callback(edit)
+        return
+    edit()
+    if document is not None:
+        try:
+            pn.io.push_notebook(pane)
+        except Exception:  # shown somewhere that needs no push
+            pass
+
+
+class _LiveMap:
+    """One latent map as a plain Bokeh figure whose data are replaced in place.
+
+    A live map changes every second or so while a fit runs. Replacing a data source's
+    arrays costs the server a few milliseconds; re-rendering a HoloViews plot costs
+    it 100-300 ms of event-loop time, which every widget click then waits for.
+    """
+
+    def __init__(self, store: Store, index: int, x_range, y_range):
+        from bokeh.events import SelectionGeometry, Tap
+        from bokeh.models import ColorBar, ColumnDataSource, HoverTool, LinearColorMapper
+        from bokeh.palettes import Viridis256
+        from bokeh.plotting import figure
+
+        self.store, self.index = store, index
+        self.figure = figure(
+            title=f"latent z{index}", x_range=x_range, y_range=y_range, match_aspect=True,
+            frame_width=MAP_WIDTH, frame_height=MAP_WIDTH, toolbar_location="above",
+            tools="box_select,tap,pan,wheel_zoom,reset,save", active_drag="box_select")
+        self.mapper = LinearColorMapper(palette=Viridis256, low=0, high=1)
+        empty = {"image": [np.zeros((1, 1))], "x": [0.0], "y": [0.0], "dw": [1.0], "dh": [1.0]}
+        self.source = ColumnDataSource(dict(empty))
+        self.mask_source = ColumnDataSource(dict(empty, image=[np.full((1, 1), np.nan)]))
+        self.point_source = ColumnDataSource({"x": [], "y": []})
+        image = self.figure.image(image="image", x="x", y="y", dw="dw", dh="dh", source=self.source,
+                                  color_mapper=self.mapper)
+        highlight = LinearColorMapper(palette=[HIGHLIGHT], low=0, high=1, nan_color=(0, 0, 0, 0))
+        self.figure.image(image="image", x="x", y="y", dw="dw", dh="dh", source=self.mask_source,
+                          color_mapper=highlight, global_alpha=0.6)
+        self.figure.scatter("x", "y", source=self.point_source, marker="x", size=14, color="white",
+                            line_width=3)
+        self.figure.add_layout(ColorBar(color_mapper=self.mapper, width=10), "right")
+        self.figure.add_tools(HoverTool(renderers=[image], tooltips=[
+            ("x", "$x{0.[00]}"), ("y", "$y{0.[00]}"), (f"z{index}", "@image{0.000}")]))
+        self.figure.on_event(SelectionGeometry, self._on_box)
+        self.figure.on_event(Tap, lambda event: store.select_position(event.x, event.y))
+
+    def _on_box(self, event):
+        geometry = event.geometry
+        if event.final and geometry.get("type") == "rect":
+            self.store.select_bounds((geometry["x0"], geometry["y0"], geometry["x1"], geometry["y1"]))
+
+    def show_map(self, z_maps: xr.DataArray, frame: dict):
+        values = _rows_upward(z_maps.values[self.index].astype(np.float32), z_maps)
+        finite = values[np.isfinite(values)]
+        low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        self.source.data = {"image": [values], **frame}
+        self.mapper.update(low=low, high=high if high > low else low + 1e-6)
+        self.figure.xaxis.axis_label = _axis_label(z_maps["x"])
+        self.figure.yaxis.axis_label = _axis_label(z_maps["y"])
+
+    def show_selection(self, mask: np.ndarray | None, grid: xr.DataArray | None, frame: dict):
+        if grid is None or mask is None or mask.shape != grid.shape:
+            values = np.full((1, 1), np.nan)
+        else:
+            values = _rows_upward(np.where(mask, 0.5, np.nan), grid)
+        self.mask_source.data = {"image": [values], **frame}
+
+    def show_point(self, point, grid: xr.DataArray | None):
+        if point is None or grid is None or point[0] >= grid.sizes["y"] or point[1] >= grid.sizes["x"]:
+            self.point_source.data = {"x": [], "y": []}
+        else:
+            row, column = point
+            self.point_source.data = {"x": [float(grid["x"][column])], "y": [float(grid["y"][row])]}
+
+
 class LatentMaps(View):
-    """One real-space map per latent variable, with colour bars and physical axes."""
+    """One real-space map per latent variable, with colour bars and physical axes.
+
+    Box-select on a map brushes those positions (the scatter highlights them); a click
+    picks a position (its patch and reconstruction are shown). The maps share their axes.
+    """
 
     def __init__(self, **params):
-        super().__init__(**params)
-        self._n = None
-        self._row = pn.FlexBox(sizing_mode="stretch_width", css_classes=["pvd-latent-maps"])
-        self.store.param.watch(self._rebuild, ["z_maps"])
-        self._rebuild()
+        from bokeh.models import Range1d
 
-    def _rebuild(self, *events):
+        super().__init__(**params)
+        self._ranges = (Range1d(0, 1), Range1d(0, 1))
+        self._maps: list[_LiveMap] = []
+        self._frame = None
+        self._row = pn.FlexBox(sizing_mode="stretch_width", css_classes=["pvd-latent-maps"])
+        self.store.param.watch(self._on_maps, ["z_maps"])
+        self.store.param.watch(self._on_marks, ["selection", "point", "grid"])
+        self._on_maps()
+
+    def _on_maps(self, *events):
         z_maps = self.store.z_maps
         n = 0 if z_maps is None else z_maps.sizes["latent"]
-        if n == self._n:
-            return  # the DynamicMaps update themselves; only a new latent count rebuilds
-        self._n = n
+        if n != len(self._maps) or n == 0:
+            self._maps = [_LiveMap(self.store, i, *self._ranges) for i in range(n)]
+            self._row[:] = ([pn.pane.Bokeh(live.figure) for live in self._maps] if n else
+                            [pn.pane.Markdown("*Latent maps appear after the first epoch.*")])
+            self._frame = None
         if n == 0:
-            self._row[:] = [pn.pane.Markdown("*Latent maps appear after the first epoch.*")]
             return
-        self._row[:] = [pn.pane.HoloViews(self._map(i), linked_axes=True) for i in range(n)]
+        self._edit(partial(self._show_maps, z_maps, self.store.selection, self.store.point,
+                           self.store.grid))
 
-    def _map(self, index):
+    def _show_maps(self, z_maps, selection, point, grid):
+        frame = _image_frame(z_maps)
+        if frame != self._frame:  # a new grid: fit the shared axes to it
+            self._frame = frame
+            x_range, y_range = self._ranges
+            x_range.update(start=frame["x"][0], end=frame["x"][0] + frame["dw"][0])
+            y_range.update(start=frame["y"][0], end=frame["y"][0] + frame["dh"][0])
+            self._show_marks(selection, point, grid)
+        for live in self._maps:
+            live.show_map(z_maps, frame)
+
+    def _show_marks(self, selection, point, grid):
+        for live in self._maps:
+            if self._frame is not None:
+                live.show_selection(selection, grid, self._frame)
+            live.show_point(point, grid)
+
+    def _on_marks(self, *events):
         store = self.store
-        base = hv.DynamicMap(lambda z_maps: self._latent(z_maps, index),
-                             streams={"z_maps": store.param.z_maps})
-        # Overlays that need only the positions follow `grid`, not the live maps.
-        highlight = hv.DynamicMap(
-            lambda selection, grid: _mask_image(selection, grid, "selected", HIGHLIGHT),
-            streams={"selection": store.param.selection, "grid": store.param.grid})
-        point = hv.DynamicMap(self._point, streams={"point": store.param.point, "grid": store.param.grid})
-        bounds = streams.BoundsXY(source=base)
-        tap = streams.Tap(source=base)
-        bounds.add_subscriber(lambda bounds: store.select_bounds(bounds))
-        tap.add_subscriber(lambda x, y: store.select_position(x, y))
-        return (base * highlight * point).opts(hv.opts.Image(tools=["box_select", "tap"],
-                                                             active_tools=["box_select"]))
+        self._edit(partial(self._show_marks, store.selection, store.point, store.grid))
 
-    def _latent(self, z_maps, index):
-        if z_maps is None or index >= z_maps.sizes["latent"]:
-            return _empty_image(f"z{index}")
-        values = z_maps.values[index]
-        return _grid_image(values, z_maps, f"z{index}").opts(
-            cmap=MAP_CMAP, colorbar=True, frame_width=MAP_WIDTH, data_aspect=1,
-            title=f"latent z{index}", framewise=True, tools=["hover"], toolbar="above")
-
-    def _point(self, point=None, grid=None):
-        if point is None or grid is None:
-            return hv.Points([]).opts(size=0)
-        row, column = point
-        if row >= grid.sizes["y"] or column >= grid.sizes["x"]:
-            return hv.Points([])
-        return hv.Points([(float(grid["x"][column]), float(grid["y"][row]))]).opts(
-            marker="x", size=14, color="white", line_width=3)
+    def _edit(self, edit):
+        if self._maps:
+            _edit_bokeh(self._maps[0].figure, self._row, edit)
 
     def __panel__(self):
         return card(self._row, title="Latent maps (real space)", min_width=320)
@@ -769,9 +880,10 @@ class ManifoldView(View):
 class TrainingView(View):
     """Progress bar with epoch and time left, and the loss curves as they stream in.
 
-    The curves are fed by a ``Buffer`` stream: each progress update sends the browser
-    only the epochs it has not seen, instead of redrawing whole curves (the server's
-    event loop is then free for widgets while a fit runs).
+    The curves are a plain Bokeh figure: each progress update streams only the epochs
+    the browser has not seen into its data source (a few milliseconds of the server's
+    event loop; a HoloViews re-render costs it ~50 ms, which widgets would wait for).
+    One y axis per term: they differ by orders of magnitude.
     """
 
     def __init__(self, **params):
@@ -780,24 +892,47 @@ class TrainingView(View):
         self.bar = pn.indicators.Progress(value=0, max=1, bar_color="primary", sizing_mode="stretch_width",
                                           height=14)
         self.text = pn.pane.Markdown(self._text(), margin=(0, 10))
-        self._buffer = streams.Buffer(self._loss_rows({}, 0), length=100_000, index=False)
+        self._figure, self._source = self._loss_figure()
         self._sent: dict[str, list] = {}
-        self._losses = pn.pane.HoloViews(hv.DynamicMap(self._curves, streams=[self._buffer]))
+        self._losses = pn.pane.Bokeh(self._figure)
         store.param.watch(self._stream_losses, ["losses"])
         store.param.watch(self._update, ["epoch", "epochs_total", "status", "running", "eta_s"])
         self._stream_losses()
 
     @staticmethod
-    def _loss_rows(losses: dict, start: int):
-        """Epochs ``start + 1, ...`` of `losses` as a table with one column per term."""
-        import pandas as pd
+    def _loss_figure():
+        from bokeh.models import ColumnDataSource, DataRange1d, HoverTool, LinearAxis
+        from bokeh.plotting import figure
+
+        source = ColumnDataSource({"epoch": [], **{name: [] for name in LOSS_COLOURS}})
+        plot = figure(title="Loss per epoch", frame_width=PLOT_WIDTH - 100, frame_height=170,
+                      x_axis_label="epoch", tools="pan,wheel_zoom,reset,save", toolbar_location="above")
+        for position, (name, colour) in enumerate(LOSS_COLOURS.items()):
+            range_name = "default" if position == 0 else name
+            line = plot.line("epoch", name, source=source, color=colour, line_width=2, legend_label=name,
+                             **({} if position == 0 else {"y_range_name": name}))
+            if position == 0:
+                plot.y_range = DataRange1d(renderers=[line])
+                plot.yaxis.axis_label = f"{name} loss"
+                plot.yaxis.axis_label_text_color = colour
+            else:
+                plot.extra_y_ranges[range_name] = DataRange1d(renderers=[line])
+                plot.add_layout(LinearAxis(y_range_name=range_name, axis_label=f"{name} loss",
+                                           axis_label_text_color=colour), "right")
+            plot.add_tools(HoverTool(renderers=[line], tooltips=[("epoch", "@epoch"), (name, f"@{name}")]))
+        plot.legend.location = "top_right"
+        return plot, source
+
+    @staticmethod
+    def _loss_rows(losses: dict, start: int) -> dict:
+        """Epochs ``start + 1, ...`` of `losses`, one column per term (NaN where missing)."""
         losses = {name.removeprefix("loss_"): values for name, values in losses.items()}
         n = max([len(losses.get(name, [])) for name in LOSS_COLOURS] + [start]) - start
         columns = {"epoch": np.arange(start + 1, start + n + 1)}
         for name in LOSS_COLOURS:
             values = np.asarray(losses.get(name, [])[start:], dtype=float)
             columns[name] = np.pad(values, (0, n - values.size), constant_values=np.nan)
-        return pd.DataFrame(columns)
+        return columns
 
     def _stream_losses(self, *events):
         losses = {name.removeprefix("loss_"): list(values) for name, values in self.store.losses.items()}
@@ -805,11 +940,12 @@ class TrainingView(View):
         continues = all(losses.get(name, [])[:len(values)] == values for name, values in self._sent.items())
         if not continues or n_sent == 0:
             # Another job's (or a cached result's) history: start the curves again.
-            self._buffer.clear()
-            n_sent = 0
-        rows = self._loss_rows(losses, n_sent)
-        if len(rows) or n_sent == 0:
-            self._buffer.send(rows)
+            rows = self._loss_rows(losses, 0)
+            _edit_bokeh(self._figure, self._losses, lambda: setattr(self._source, "data", rows))
+        else:
+            rows = self._loss_rows(losses, n_sent)
+            if len(rows["epoch"]):
+                _edit_bokeh(self._figure, self._losses, lambda: self._source.stream(rows))
         self._sent = losses
 
     def _update(self, *events):
@@ -829,18 +965,6 @@ class TrainingView(View):
         if store.status == "done" and store.elapsed_s is not None:
             return f"Done in {store.elapsed_s:.1f} s ({store.epochs_total} epochs)"
         return store.status.capitalize()
-
-    def _curves(self, data):
-        # Always the same three curves (possibly empty): Bokeh keeps one legend that way.
-        # Each curve holds the Buffer's own table, so that HoloViews streams new rows.
-        curves = []
-        for name, colour in LOSS_COLOURS.items():
-            # One y axis per term (multi_y): they differ by orders of magnitude.
-            curves.append(hv.Curve(data, "epoch", hv.Dimension(name, label=f"{name} loss"), label=name).opts(
-                color=colour, framewise=True, line_width=2))
-        return hv.Overlay(curves).opts(frame_width=PLOT_WIDTH - 100, frame_height=170,
-                                       legend_position="top_right", title="Loss per epoch",
-                                       multi_y=True, framewise=True, show_legend=True)
 
     def __panel__(self):
         return card(self.bar, self.text, self._losses, title="Training", width=480)

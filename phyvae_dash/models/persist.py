@@ -296,6 +296,27 @@ def load_weights(path):
     return model.eval()
 
 
+def weights_to_bytes(model) -> bytes:
+    """``model``'s weights and config as safetensors bytes (to send to another process)."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    return save(tensors, metadata={"format": "phyvae-dash", "config": json.dumps(model.config)})
+
+
+def model_from_bytes(data: bytes):
+    """Rebuild a model (on the CPU) from `weights_to_bytes`'s output."""
+    from safetensors.torch import load
+
+    from .vae import build_model
+
+    # The metadata sits in the header: 8 bytes of little-endian length, then JSON.
+    header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
+    model = build_model(json.loads(header["__metadata__"]["config"]))
+    model.load_state_dict(load(data))
+    return model.eval()
+
+
 def save(result: xr.Dataset, path) -> Path:
     """Write a fit result to ``<stem>.nc`` and its model to ``<stem>.safetensors``.
 
