@@ -36,8 +36,10 @@ from .vae import build_model
 #: 1 in spread units / 3 in prior units): graphene 0.972 / 0.953 / 0.970, stripes
 #: 0.936 / 0.942 / 0.936, NiO-LSMO 0.938 / 0.924 / 0.929, PFM 0.822 / 0.846 / 0.898
 #: (range 0.67-0.92 / 0.75-0.93 / 0.88-0.93). On the clean lattice phantoms the walls
-#: are already at the grid's resolution without the prior; where it matters (PFM, and
-#: noisy or small images: tests/test_train.py) it gives shorter walls and stabler maps.
+#: are already at the grid's resolution without the prior (every misclassified cell is
+#: a wall cell, at weight 0 as at 3); where it matters (PFM, and noisy or small images:
+#: tests/test_train.py; ``benchmarks/quality.py --low-snr``, per-pixel SNR 1.5) it gives
+#: shorter walls and stabler maps. Per-kind sweeps: ``features.PRESETS``' comments.
 DEFAULT_BOUNDARY_WEIGHT = 3.0
 #: Weight ``w`` of the authors' multiplicative form ``(w + term) * ELBO``.
 DEFAULT_REFERENCE_WEIGHT = 0.5
