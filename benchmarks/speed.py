@@ -5,6 +5,7 @@ Run from the repository root::
     python benchmarks/speed.py                 # everything, CPU (and CUDA if present)
     python benchmarks/speed.py --no-pyroved    # skip the pyroVED comparison
     python benchmarks/speed.py --quick         # fewer epochs: a smoke test of the script
+    python benchmarks/speed.py --compare-only --rounds 9   # only shift vs pyroVED
 
 It prints one table per device:
 
@@ -14,25 +15,37 @@ It prints one table per device:
   "rotation") on the same demo with a fixed number of epochs: patches per epoch over
   the fastest epoch, timed by the per-epoch callback, leaving out the first epoch
   (warm-up) and the last (it also encodes the full latent map). The fastest epoch is
-  the one least slowed by other processes on a shared machine; pyroVED is timed the
-  same way, after one warm-up epoch. Throughput per CPU-second (``process_time`` of
-  the training process, all its threads) is printed beside it: on a busy machine it
-  is much less disturbed by other processes than wall time;
+  the one least slowed by other processes on a shared machine. Throughput per
+  CPU-second (``process_time`` of the training process, all its threads) is printed
+  beside it: on a busy machine it is much less disturbed by other processes than wall
+  time;
 * the achieved FLOP/s of the training loop: FLOPs counted with
   ``torch.utils.flop_counter.FlopCounterMode`` (matmuls and convolutions, forward and
   backward) for one epoch -- the difference between a 2-epoch and a 1-epoch fit, so
   set-up and the final encoding cancel -- times epochs per second, next to the
-  device's measured float32 matmul peak;
+  device's measured float32 matmul peak (on the CPU at the thread count ``fit`` uses,
+  one on a 2-core machine: the peak of all cores would understate the share);
 * like for like with pyroVED: its ``iVAE(invariances=['t'])`` trained by its
   ``SVItrainer`` and our shift-invariant model (``transform="patch"``) on the same
   16 x 16 patches of the demo's first channel (pyroVED's iVAE takes one channel) --
   z-scored for ours as ``fit`` does, min-max scaled to [0, 1] for pyroVED's Bernoulli
-  likelihood -- with the same latent size (2 content + 2 shift latents), hidden width
-  (128) and batch size (and also pyroVED's default batch of 100). pyroVED runs with
-  torch's default threads (all cores) and with as many threads as ``fit`` used (one on
-  a 2-core machine): more threads buy it wall time but cost CPU time, so the
-  single-thread run is the fair reference for patches per CPU-second. The target is
-  our shift model >= 10x pyroVED's throughput.
+  likelihood -- with the same latent size (2 content + 2 shift latents), at our batch
+  size (256) and at pyroVED's default (100). Both run on as many threads as ``fit``
+  uses (one on a 2-core machine). The two are *interleaved*: one ``fit`` whose
+  per-epoch callback, after every ``--epochs-per-round`` (10) of our timed epochs (not
+  the first, warm-up, nor the last, which also encodes the latent map), runs one epoch
+  of each pyroVED configuration in its own already warmed-up subprocess (Pyro traces
+  model and guide in its first, untimed epoch), alternating their order; 10 of our
+  epochs take about as long as one of pyroVED's, so each trainer gets a turn of about
+  the same length (with one of our epochs per turn, ours would pay for the caches
+  pyroVED evicted ten times as often). So both see the same load from other
+  processes, each round gives one throughput ratio,
+  and the median and range of the ratio over rounds are printed, in CPU time
+  (``process_time`` of each trainer's process, all its threads; on a busy machine
+  much steadier than wall time) and in wall time. The target is our shift model
+  >= 10x pyroVED's throughput. For reference (not interleaved), pyroVED also runs
+  with torch's default threads (all cores): more threads buy it wall time at a cost
+  in CPU time.
 
 pyroVED and Pyro are not dependencies of phyvae-dash: the script makes its own virtual
 environment, ``benchmarks/.venv-pyroved`` (with ``--system-site-packages``, so it uses
@@ -326,19 +339,157 @@ def pyroved_worker(spec: str) -> None:
     }))
 
 
-# ------------------------------------------------------------------------------ main
-def benchmark_device(device: str, args, image, pyroved_python) -> None:
+def pyroved_server(spec: str) -> None:
+    """Runs inside the pyroVED environment: one epoch of iVAE(t) per ``epoch`` line.
+
+    Used for the interleaved comparison: the parent alternates one of our epochs with
+    one pyroVED epoch, so that load from other processes hits both alike. The first
+    (warm-up) epoch, in which Pyro traces the model and guide, is run and not timed
+    before ``ready`` is printed; every ``epoch`` command then prints the wall and CPU
+    (``process_time``: this process, all its threads) seconds of one epoch.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    spec = json.loads(spec)
+    pyroved = _import_pyroved()
+    from pyroved.models import iVAE
+    from pyroved.trainers import SVItrainer
+    from pyroved.utils import init_dataloader
+
+    device = spec["device"]
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    x = torch.from_numpy(np.load(spec["data"]))
+    model = iVAE(tuple(x.shape[1:]), latent_dim=spec["latent_dim"], invariances=["t"],
+                 seed=0, device=device)
+    trainer = SVItrainer(model, device=device, seed=0)
+    loader = init_dataloader(x, batch_size=spec["batch_size"])
+    trainer.step(loader)  # warm-up epoch: not timed
+    synchronize(device)
+    batch = x[: spec["batch_size"]].to(device)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        trainer.svi.step(batch)
+    step_flops = counter.get_total_flops()
+    print(json.dumps({"ready": True, "patches": len(x),
+                      "flops_per_patch": step_flops / len(batch) if step_flops else None,
+                      "threads": torch.get_num_threads(),
+                      "versions": f"pyroved {pyroved.__version__}, torch {torch.__version__}"}),
+          flush=True)
+    for line in sys.stdin:
+        if line.strip() != "epoch":
+            break
+        wall, cpu = time.perf_counter(), time.process_time()
+        trainer.step(loader)
+        synchronize(device)
+        print(json.dumps({"wall_s": time.perf_counter() - wall,
+                          "cpu_s": time.process_time() - cpu,
+                          "loss": trainer.loss_history["training_loss"][-1]}), flush=True)
+
+
+class PyrovedServer:
+    """A `pyroved_server` subprocess: ``epoch()`` trains one epoch and returns its times."""
+
+    def __init__(self, python: Path, data: Path, device: str, batch_size: int,
+                 threads: int | None):
+        spec = json.dumps({"data": str(data), "device": device, "batch_size": batch_size,
+                           "epochs": 0, "latent_dim": 2, "threads": threads})
+        self.proc = subprocess.Popen(
+            [str(python), str(Path(__file__).resolve()), "--pyroved-server", spec],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=_worker_env())
+        self.info = self._read()
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(self.proc.stderr.read().strip()[-800:] or "pyroVED server exited")
+        return json.loads(line)
+
+    def epoch(self) -> dict:
+        self.proc.stdin.write("epoch\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.close()
+            self.proc.wait(timeout=30)
+        except (OSError, subprocess.SubprocessError):
+            self.proc.kill()
+
+
+def interleaved_comparison(single, patches, device: str, python: Path, rounds: int,
+                           batch_sizes: list[int], threads: int | None,
+                           epochs_per_round: int) -> dict:
+    """Our shift model and pyroVED in turn, ``rounds`` times, under the same load.
+
+    One `fit` of ``rounds * epochs_per_round + 2`` epochs (the first, warm-up, and the
+    last, which also encodes the latent map, are not timed). A round is
+    ``epochs_per_round`` of our epochs followed, in the callback, by one epoch of every
+    pyroVED configuration (each in its own subprocess, warmed up beforehand), in an
+    order that alternates from round to round. Our epochs are about 10x shorter than
+    pyroVED's, so several of them make a round: both trainers then spend about as
+    long per round, and each starts its turn with caches the other one has just
+    evicted equally rarely. Our time is counted from the callback's return to its
+    next call, so the pyroVED epochs in between are not counted. Each round gives a
+    throughput ratio in CPU time and in wall time.
+    """
     from phyvae_dash.models.train import fit
 
-    print(f"\n=== device: {device}"
-          + (f" ({torch.cuda.get_device_name(0)})" if device.startswith("cuda") else
-             f" ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-             f"torch threads {torch.get_num_threads()}, load average {load_average()})"))
-    peak = matmul_peak(device)
-    print(f"float32 matmul peak (2048^3, best of 5): {fmt_rate(peak, 'FLOP/s')}")
-    if device.startswith("cuda"):
-        print(f"bfloat16 matmul peak: {fmt_rate(matmul_peak(device, 4096, dtype=torch.bfloat16), 'FLOP/s')}"
-              " (fit uses bf16 autocast on CUDA)")
+    servers = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "patches.npy"
+        np.save(data, patches)
+        try:
+            for bs in batch_sizes:
+                servers[bs] = PyrovedServer(python, data, device, bs, threads)
+            pv = {bs: [] for bs in batch_sizes}
+            ours: list[list[float]] = []      # per round: [wall s, CPU s, epochs]
+            last: list[tuple[float, float]] = []
+
+            def callback(progress):
+                synchronize(device)
+                now = (time.perf_counter(), time.process_time())
+                if 1 < progress.epoch < progress.epochs:
+                    if not ours or ours[-1][2] == epochs_per_round:
+                        ours.append([0.0, 0.0, 0])
+                    ours[-1][0] += now[0] - last[0][0]
+                    ours[-1][1] += now[1] - last[0][1]
+                    ours[-1][2] += 1
+                    if ours[-1][2] == epochs_per_round:
+                        order = batch_sizes if len(ours) % 2 else batch_sizes[::-1]
+                        for bs in order:
+                            pv[bs].append(servers[bs].epoch())
+                last[:] = [(time.perf_counter(), time.process_time())]
+
+            result = fit(single, device=device, callback=callback, map_every=10**9,
+                         model="shift", transform="patch", patch_size=16, stride=4,
+                         latent_dim=2, seed=0, epochs=rounds * epochs_per_round + 2,
+                         num_threads=threads)
+        finally:
+            for server in servers.values():
+                server.close()
+    per_epoch = result.attrs["steps_per_epoch"] * result.attrs["batch_size"]
+    ours_cpu = np.array([per_epoch * n / cpu for _, cpu, n in ours])
+    ours_wall = np.array([per_epoch * n / wall for wall, _, n in ours])
+    out = {"result": result, "ours_cpu": ours_cpu, "ours_wall": ours_wall, "pyroved": {}}
+    for bs in batch_sizes:
+        n = servers[bs].info["patches"]
+        runs = pv[bs]  # runs[k] ran right after our round k
+        cpu = np.array([n / r["cpu_s"] for r in runs])
+        wall = np.array([n / r["wall_s"] for r in runs])
+        out["pyroved"][bs] = {"cpu": cpu, "wall": wall, "info": servers[bs].info,
+                              "ratio_cpu": ours_cpu[:len(cpu)] / cpu,
+                              "ratio_wall": ours_wall[:len(wall)] / wall}
+    return out
+
+
+# ------------------------------------------------------------------------------ main
+def default_fit_and_variants(device: str, args, image, peak: float) -> list:
+    """The default demo fit (printed) and the rows of every model variant."""
+    from phyvae_dash.models.train import fit
 
     # 1. The default demo fit, everything at its defaults.
     start = time.perf_counter()
@@ -352,59 +503,117 @@ def benchmark_device(device: str, args, image, pyroved_python) -> None:
           f"(load average {load_average()})")
 
     # 2. Throughput and FLOP/s of every variant.
+    rows, _ = our_rows(image, device, args.epochs, peak)
+    return rows
+
+
+def benchmark_device(device: str, args, image, pyroved_python) -> None:
+    print(f"\n=== device: {device}"
+          + (f" ({torch.cuda.get_device_name(0)})" if device.startswith("cuda") else
+             f" ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+             f"torch threads {torch.get_num_threads()}, load average {load_average()})"))
+    if device == "cpu":
+        # at the thread count `fit` trains with (half the cores), so that "of matmul
+        # peak" compares like with like; all cores for reference
+        fit_threads, all_threads = max(1, (os.cpu_count() or 2) // 2), torch.get_num_threads()
+        try:
+            torch.set_num_threads(fit_threads)
+            peak = matmul_peak(device)
+        finally:
+            torch.set_num_threads(all_threads)
+        print(f"float32 matmul peak (2048^3, best of 5): {fmt_rate(peak, 'FLOP/s')} on "
+              f"{fit_threads} thread(s) as fit uses (the FLOP/s column's reference); "
+              f"{fmt_rate(matmul_peak(device), 'FLOP/s')} on {all_threads}")
+    else:
+        peak = matmul_peak(device)
+        print(f"float32 matmul peak (2048^3, best of 5): {fmt_rate(peak, 'FLOP/s')}")
+    if device.startswith("cuda"):
+        print(f"bfloat16 matmul peak: {fmt_rate(matmul_peak(device, 4096, dtype=torch.bfloat16), 'FLOP/s')}"
+              " (fit uses bf16 autocast on CUDA)")
+
     header = ["trainer", "input", "batch", "patches/s", "patches/CPU-s", "FLOP/patch",
               "FLOP/s", "of matmul peak"]
-    rows, measured = our_rows(image, device, args.epochs, peak)
+    if args.compare_only:
+        rows = []
+    else:
+        rows = default_fit_and_variants(device, args, image, peak)
 
-    # 3. Like for like: our shift model and pyroVED's iVAE(t) on the same patches.
+    # 3. Like for like: our shift model and pyroVED's iVAE(t) on the same patches,
+    #    one epoch each in turn (interleaved rounds), both on as many threads as `fit`
+    #    uses (one on a 2-core machine): the fair reference for patches per CPU-second.
     patches, single = like_for_like_patches(image)
-    ours = None
+    threads = max(1, (os.cpu_count() or 2) // 2) if device == "cpu" else None
+    batch, notes, flops = 256, [], None
     try:
-        run = timed_fit(single, device, model="shift", transform="patch", patch_size=16,
-                        stride=4, latent_dim=2, seed=0, epochs=args.epochs)
         flops = training_flops_per_epoch(single, device, model="shift", transform="patch",
                                          patch_size=16, stride=4, latent_dim=2, seed=0)
-        ours = run
-        batch = run["result"].attrs["batch_size"]
-        rows.append(table_row("phyvae-dash shift, 1 channel", "patch 16x16", batch,
-                              run["patches_per_s"], run["patches_per_cpu_s"],
-                              flops / run["patches_per_epoch"] if flops else None, peak))
     except Exception as exc:
-        batch = 256
-        rows.append(["phyvae-dash shift, 1 channel", "-", "-", f"failed: {exc}", "-", "-", "-",
-                     "-"])
-    notes = []
-    if pyroved_python is not None:
-        # pyroVED with torch's default threads (all cores), and with one thread like
-        # `fit` on a 2-core machine: one thread spends the least CPU time per patch, so
-        # it is the fair reference for the patches/CPU-s comparison.
-        ours_threads = ours["result"].attrs["num_threads"] if ours else 1
-        for batch_size in sorted({batch, 100}):
-            for threads in (None, ours_threads):
-                name = "pyroVED iVAE(t) + SVItrainer" + (f", {threads} thread(s)" if threads else "")
-                try:
-                    pv = run_pyroved(pyroved_python, patches, device, batch_size,
-                                     args.pyroved_epochs, threads)
-                    ratio = ours["patches_per_s"] / pv["patches_per_s"] if ours else None
-                    rows.append(table_row(name, "patch 16x16", batch_size, pv["patches_per_s"],
-                                          pv["patches_per_cpu_s"], pv["flops_per_patch"], peak,
-                                          f" (ours {ratio:.1f}x)" if ratio else ""))
-                    if ratio:
-                        cpu_ratio = ours["patches_per_cpu_s"] / pv["patches_per_cpu_s"]
-                        notes.append(
-                            f"shift model (batch {batch}) vs pyroVED batch {batch_size}, "
-                            f"{threads or 'default'} thread(s): {ratio:.1f}x in wall time, "
-                            f"{cpu_ratio:.1f}x in CPU time -- "
-                            f"{'meets' if cpu_ratio >= TARGET_SPEEDUP else 'MISSES'} the "
-                            f"{TARGET_SPEEDUP:.0f}x target (CPU time: steadier on a shared machine)")
-                except Exception as exc:
-                    rows.append([name, "-", batch_size,
-                                 f"failed: {str(exc).splitlines()[-1][:120]}", "-", "-", "-", "-"])
-                if device != "cpu":
-                    break  # threads only matter on the CPU
+        notes.append(f"FLOP count of the 1-channel shift model failed: {exc}")
+    if pyroved_python is None:
+        try:
+            run = timed_fit(single, device, model="shift", transform="patch", patch_size=16,
+                            stride=4, latent_dim=2, seed=0, epochs=args.epochs)
+            rows.append(table_row("phyvae-dash shift, 1 channel", "patch 16x16",
+                                  run["result"].attrs["batch_size"], run["patches_per_s"],
+                                  run["patches_per_cpu_s"],
+                                  flops / run["patches_per_epoch"] if flops else None, peak))
+        except Exception as exc:
+            rows.append(["phyvae-dash shift, 1 channel", "-", "-", f"failed: {exc}", "-", "-",
+                         "-", "-"])
+    else:
+        batch_sizes = sorted({batch, 100})
+        try:
+            cmp = interleaved_comparison(single, patches, device, pyroved_python, args.rounds,
+                                         batch_sizes, threads, args.epochs_per_round)
+            per_epoch = cmp["result"].attrs["steps_per_epoch"] * cmp["result"].attrs["batch_size"]
+            rows.append(table_row(
+                "phyvae-dash shift, 1 channel", "patch 16x16", cmp["result"].attrs["batch_size"],
+                float(np.median(cmp["ours_wall"])), float(np.median(cmp["ours_cpu"])),
+                flops / per_epoch if flops else None, peak))
+            for bs in batch_sizes:
+                pv = cmp["pyroved"][bs]
+                ratio_cpu, ratio_wall = pv["ratio_cpu"], pv["ratio_wall"]
+                rows.append(table_row(
+                    f"pyroVED iVAE(t) + SVItrainer, {pv['info']['threads']} thread(s)"
+                    if device == "cpu" else "pyroVED iVAE(t) + SVItrainer",
+                    "patch 16x16", bs, float(np.median(pv["wall"])), float(np.median(pv["cpu"])),
+                    pv["info"]["flops_per_patch"], peak,
+                    f" (ours {np.median(ratio_wall):.1f}x)"))
+                every = bool(np.all(ratio_cpu >= TARGET_SPEEDUP))
+                verdict = ("meets" if every else "meets (median only)"
+                           if np.median(ratio_cpu) >= TARGET_SPEEDUP else "MISSES")
+                notes.append(
+                    f"shift model vs pyroVED batch {bs}, {threads or 'default'} thread(s), "
+                    f"{len(ratio_cpu)} interleaved rounds: "
+                    f"{np.median(ratio_cpu):.1f}x in CPU time (range {ratio_cpu.min():.1f}-"
+                    f"{ratio_cpu.max():.1f}; per round "
+                    + ", ".join(f"{r:.1f}" for r in ratio_cpu) + "), "
+                    f"{np.median(ratio_wall):.1f}x in wall time (range {ratio_wall.min():.1f}-"
+                    f"{ratio_wall.max():.1f}) -- {verdict} the {TARGET_SPEEDUP:.0f}x target")
+            ours_wall = float(np.median(cmp["ours_wall"]))
+        except Exception as exc:
+            ours_wall = None
+            rows.append(["interleaved shift vs pyroVED", "-", "-",
+                         f"failed: {str(exc).splitlines()[-1][:160] if str(exc) else exc!r}",
+                         "-", "-", "-", "-"])
+        if device == "cpu" and threads != torch.get_num_threads():
+            # pyroVED with torch's default threads (all cores): more threads buy it wall
+            # time at a cost in CPU time; not interleaved, for reference only.
+            name = "pyroVED iVAE(t) + SVItrainer, default threads"
+            try:
+                pv = run_pyroved(pyroved_python, patches, device, batch, args.pyroved_epochs)
+                rows.append(table_row(name, "patch 16x16", batch, pv["patches_per_s"],
+                                      pv["patches_per_cpu_s"], pv["flops_per_patch"], peak,
+                                      f" (ours {ours_wall / pv['patches_per_s']:.1f}x)"
+                                      if ours_wall else ""))
+            except Exception as exc:
+                rows.append([name, "-", batch, f"failed: {str(exc).splitlines()[-1][:120]}",
+                             "-", "-", "-", "-"])
     print_table(f"training throughput on {device} ({args.kind} {args.size}x{args.size}, patch 16, "
-                f"stride 4, latent 2; fastest of epochs 2..{args.epochs - 1}; pyroVED fastest of "
-                f"{args.pyroved_epochs} after a warm-up; load average {load_average()})",
+                f"stride 4, latent 2; model variants: fastest of epochs 2..{args.epochs - 1}; "
+                f"1-channel shift vs pyroVED: medians over {args.rounds} interleaved rounds of "
+                f"{args.epochs_per_round} epochs of ours and one of pyroVED; load average "
+                f"{load_average()})",
                 header, rows)
     for note in notes:
         print(note)
@@ -418,24 +627,36 @@ def main(argv=None) -> None:
     parser.add_argument("--epochs", type=int, default=6,
                         help="epochs of the throughput fits (first and last not timed)")
     parser.add_argument("--pyroved-epochs", type=int, default=3,
-                        help="timed epochs of pyroVED training (after one warm-up epoch)")
+                        help="timed epochs of the (not interleaved) pyroVED run with default "
+                             "threads (after one warm-up epoch)")
+    parser.add_argument("--rounds", type=int, default=7,
+                        help="interleaved rounds (one epoch of each trainer) of the "
+                             "shift-vs-pyroVED comparison")
     parser.add_argument("--no-pyroved", action="store_true", help="skip the pyroVED comparison")
     parser.add_argument("--devices", default="auto",
                         help="comma-separated torch devices, or 'auto' (CPU, and CUDA if present)")
+    parser.add_argument("--epochs-per-round", type=int, default=10,
+                        help="our epochs per interleaved round (one pyroVED epoch takes "
+                             "about as long as 10 of ours on a CPU)")
+    parser.add_argument("--compare-only", action="store_true",
+                        help="only the interleaved shift-vs-pyroVED comparison")
     parser.add_argument("--quick", action="store_true", help="3 epochs each: a smoke test")
     parser.add_argument("--pyroved-worker", help=argparse.SUPPRESS)
+    parser.add_argument("--pyroved-server", help=argparse.SUPPRESS)
     parser.add_argument("--pyroved-probe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.pyroved_worker:
         return pyroved_worker(args.pyroved_worker)
+    if args.pyroved_server:
+        return pyroved_server(args.pyroved_server)
     if args.pyroved_probe:
         pyroved = _import_pyroved()
         import pyro
         print(torch.__version__, pyro.__version__, pyroved.__version__)
         return None
     if args.quick:
-        args.epochs, args.pyroved_epochs = 3, 1
+        args.epochs, args.pyroved_epochs, args.rounds, args.epochs_per_round = 3, 1, 2, 2
 
     import phyvae_dash
 

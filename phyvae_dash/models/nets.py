@@ -232,11 +232,29 @@ class CoordDecoder(nn.Module):
         ``(N, 2F) @ (2F, B * H)``, with the per-patch bias (latent and shift terms)
         added inside it, and the MLP runs on ``(N, B, H)`` rows.
 
+        On the CPU in float32 with the default MLP (one hidden layer, ReLU or tanh) the
+        same arithmetic runs in `_ShiftedCoordMLP`, a few patches at a time with a
+        hand-written backward, which keeps every intermediate in cache: a training
+        step of the shift model is then about 1.4x faster (measured on the speed
+        benchmark's 16 x 16 patches, batch 256, one thread). Elsewhere (CUDA, autocast,
+        GELU models saved before ReLU was the default) autograd runs the code below.
+
         Returns ``(B, N, out_channels)`` (a transposed view).
         """
         b = shift.shape[0]
         w, bias = self.fc_coord.weight, self.fc_coord.bias          # (H, 2F | D), (H,)
         per_patch = self.fc_z(z) + bias                              # (B, H)
+        act = _fused_activation(self.net)
+        if self.fourier and act and _fusable(grid, per_patch, w):
+            phase = self._phase(grid)                                 # (N, F)
+            rot = self._phase(shift)                                  # (B, F)
+            feats = torch.cat([torch.cos(phase), torch.sin(phase)], dim=-1)
+            hidden, last = self.net[0], self.net[2]
+            chunk = max(1, FUSED_CHUNK_BYTES // (4 * grid.shape[0] * w.shape[0]))  # patches
+            out = _ShiftedCoordMLP.apply(feats, torch.cos(rot), torch.sin(rot), w, per_patch,
+                                         hidden.weight, hidden.bias, last.weight, last.bias,
+                                         act, chunk)                   # (B, C, N)
+            return out.transpose(1, 2)
         if self.fourier:
             phase = self._phase(grid)                                 # (N, F)
             rot = self._phase(shift)                                  # (B, F)
@@ -255,3 +273,127 @@ class CoordDecoder(nn.Module):
         h = torch.addmm(per_patch.reshape(-1), feats.to(weight.dtype), weight)
         out = self.net(h.tanh_().view(grid.shape[0] * b, -1))       # (N * B, C)
         return out.view(grid.shape[0], b, -1).transpose(0, 1)
+
+
+#: Bytes of one activation block of the fused shifted decoder: small enough that a
+#: block's activations and their gradients stay in a core's L2 cache (1-2 MiB).
+FUSED_CHUNK_BYTES = 1 << 19
+
+
+def _fused_activation(net: nn.Sequential) -> str | None:
+    """``"relu"``/``"tanh"`` if ``net`` is ``Linear, activation, Linear`` (else None)."""
+    if (len(net) == 3 and isinstance(net[0], nn.Linear) and isinstance(net[2], nn.Linear)
+            and type(net[1]) in (InplaceReLU, InplaceTanh)):
+        return "relu" if isinstance(net[1], InplaceReLU) else "tanh"
+    return None
+
+
+def _fusable(*tensors: torch.Tensor) -> bool:
+    """The fused CPU path: float32 tensors on the CPU, no autocast."""
+    try:
+        autocast = torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4
+        autocast = torch.is_autocast_cpu_enabled()
+    return (all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+            and not autocast)
+
+
+_tanh_backward = torch.ops.aten.tanh_backward
+_threshold_backward = torch.ops.aten.threshold_backward
+
+
+class _ShiftedCoordMLP(torch.autograd.Function):
+    """`CoordDecoder.shifted` after the Fourier features, forward and backward by hand.
+
+    The same arithmetic as the autograd version, in blocks of a few patches: on the
+    CPU a training step of the shift model is bound by memory traffic, not by its
+    matrix products, when each elementwise op (tanh, ReLU, their backward, bias
+    gradients) streams a ``(N * B, H)`` tensor (8 MB at batch 256) through memory. In
+    blocks of ``chunk`` patches every intermediate stays in cache, the per-patch
+    rotated weight is built once as ``(2F, B, H)`` (no concatenation or transposed
+    copy), and its gradient is folded back into the shared weight and the rotation
+    with batched matrix products instead of elementwise products and sums.
+
+    Inputs: ``feats (N, 2F)`` (cos | sin of the grid phases), ``cos_b, sin_b (B, F)``
+    (the per-patch phase rotation), ``w1 (H, 2F)``, ``per_patch (B, H)`` (first-layer
+    bias plus latent term), ``w2 (H, H)``, ``b2 (H,)``, ``w3 (C, H)``, ``b3 (C,)``,
+    the activation of the second layer and the block size. Returns ``(B, C, N)``.
+    """
+
+    @staticmethod
+    def forward(ctx, feats, cos_b, sin_b, w1, per_patch, w2, b2, w3, b3, act, chunk):
+        n, k = feats.shape
+        f = k // 2
+        b, h = per_patch.shape
+        c = w3.shape[0]
+        w_cos, w_sin = w1[:, :f].T.unsqueeze(1), w1[:, f:].T.unsqueeze(1)   # (F, 1, H)
+        cos_t, sin_t = cos_b.T.unsqueeze(-1), sin_b.T.unsqueeze(-1)        # (F, B, 1)
+        weight = feats.new_empty(k, b, h)      # per-patch rotated first-layer weight
+        torch.mul(cos_t, w_cos, out=weight[:f]).addcmul_(sin_t, w_sin)
+        torch.mul(cos_t, w_sin, out=weight[f:]).addcmul_(sin_t, w_cos, value=-1.0)
+        weight2 = weight.view(k, b * h)
+        bias1 = per_patch.reshape(-1)
+        w2t, w3t = w2.T, w3.T
+        out = feats.new_empty(b, c, n)
+        keep = any(ctx.needs_input_grad)
+        h1s, h2s = [], []
+        for p0 in range(0, b, chunk):
+            p1 = min(b, p0 + chunk)
+            cols = slice(p0 * h, p1 * h)
+            h1 = torch.addmm(bias1[cols], feats, weight2[:, cols]).tanh_()   # (N, b*H)
+            h2 = torch.addmm(b2, h1.view(-1, h), w2t)                          # (N*b, H)
+            h2 = h2.relu_() if act == "relu" else h2.tanh_()
+            out[p0:p1] = torch.addmm(b3, h2, w3t).view(n, p1 - p0, c).permute(1, 2, 0)
+            if keep:
+                h1s.append(h1)
+                h2s.append(h2)
+        ctx.save_for_backward(feats, cos_b, sin_b, w1, w2, w3)
+        ctx.weight, ctx.h1s, ctx.h2s, ctx.act, ctx.chunk = weight, h1s, h2s, act, chunk
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        feats, cos_b, sin_b, w1, w2, w3 = ctx.saved_tensors
+        weight, h1s, h2s, act, chunk = ctx.weight, ctx.h1s, ctx.h2s, ctx.act, ctx.chunk
+        ctx.weight = ctx.h1s = ctx.h2s = None
+        need = ctx.needs_input_grad
+        n, k = feats.shape
+        f = k // 2
+        b, c, _ = grad.shape
+        h = w2.shape[0]
+        weight2 = weight.view(k, b * h)
+        g_weight = feats.new_empty(k, b, h)
+        g_weight2 = g_weight.view(k, b * h)
+        g_bias1 = feats.new_empty(b * h)
+        g_feats = feats.new_zeros(n, k) if need[0] else None
+        g_w2, g_b2 = w2.new_zeros(h, h), w2.new_zeros(h)
+        g_w3 = w3.new_zeros(c, h)
+        g_b3 = grad.sum((0, 2))
+        feats_t = feats.T
+        for i, p0 in enumerate(range(0, b, chunk)):
+            p1 = min(b, p0 + chunk)
+            cols = slice(p0 * h, p1 * h)
+            h1, h2 = h1s[i].view(-1, h), h2s[i]
+            g_out = grad[p0:p1].permute(2, 0, 1).reshape(-1, c)              # (N*b, C)
+            torch.addmm(g_w3, g_out.T, h2, out=g_w3)
+            g2 = g_out * w3 if c == 1 else g_out @ w3                          # (N*b, H)
+            g2 = _threshold_backward(g2, h2, 0.0) if act == "relu" else _tanh_backward(g2, h2)
+            torch.addmm(g_w2, g2.T, h1, out=g_w2)
+            g_b2 += g2.sum(0)
+            g1 = _tanh_backward(g2 @ w2, h1).view(n, -1)                     # (N, b*H)
+            torch.sum(g1, 0, out=g_bias1[cols])
+            torch.mm(feats_t, g1, out=g_weight2[:, cols])
+            if g_feats is not None:
+                torch.addmm(g_feats, g1, weight2[:, cols].T, out=g_feats)
+        # Fold the per-patch weight's gradient back (see `forward`): batched products
+        # over the patches (for w1) and over the hidden units (for the rotation).
+        g_cos_rows, g_sin_rows = g_weight[:f], g_weight[f:]                   # (F, B, H)
+        rot_t = torch.stack([cos_b.T, sin_b.T], dim=1)                         # (F, 2, B)
+        p_cos, p_sin = torch.bmm(rot_t, g_cos_rows), torch.bmm(rot_t, g_sin_rows)  # (F, 2, H)
+        g_w1 = torch.cat([(p_cos[:, 0] - p_sin[:, 1]).T, (p_cos[:, 1] + p_sin[:, 0]).T], dim=1)
+        w_cs = torch.stack([w1[:, :f].T, w1[:, f:].T], dim=2)                  # (F, H, 2)
+        q_cos, q_sin = torch.bmm(g_cos_rows, w_cs), torch.bmm(g_sin_rows, w_cs)  # (F, B, 2)
+        g_cos = (q_cos[..., 0] + q_sin[..., 1]).T                              # (B, F)
+        g_sin = (q_cos[..., 1] - q_sin[..., 0]).T
+        return (g_feats, g_cos, g_sin, g_w1, g_bias1.view(b, h), g_w2, g_b2, g_w3, g_b3,
+                None, None)
