@@ -6,7 +6,8 @@ waits for the first training, then releases the patch-size slider and measures:
 * slider release -> first updated latent map drawn in the browser (target <= 2 s),
 * slider release -> finished fit, result shown (target <= 15 s),
 * a widget round-trip while that training runs (target <= 200 ms): a click on a
-  checkbox, handled by the server, whose answer (a text) appears in the page.
+  checkbox, handled by the server, whose answer (a text) appears in the page; repeated
+  every 0.3 s while the fit runs, so that clicks meet map and progress updates at random.
 
 Without Chromium (``--store``), the same figures are taken through the store's API
 (no browser: the first two are then the times at which the server pushes the
@@ -15,7 +16,7 @@ update, the third is the time the server's event loop takes to handle a change).
 Usage::
 
     python benchmarks/app_responsiveness.py [--repeats 3] [--store] [--small]
-                                            [--runner process|thread]
+                                            [--runner process|thread] [--model shift]
 
 ``--runner`` chooses where the served store runs its fits (default: the dashboard's
 own choice, a worker process); ``thread`` shows what a fit in the server's process
@@ -104,15 +105,15 @@ def _release_slider(page, selector, pixels):
     return time.perf_counter()
 
 
-def run_browser(repeats: int, small: bool) -> dict:
+def run_browser(repeats: int, small: bool, model: str | None = None) -> dict:
     url, dashboards, server = _serve(small)
     try:
-        return _measure_in_browser(url, dashboards, repeats)
+        return _measure_in_browser(url, dashboards, repeats, model)
     finally:
         server.stop()  # also when a measurement fails: its thread would keep the process alive
 
 
-def _measure_in_browser(url, dashboards, repeats: int) -> dict:
+def _measure_in_browser(url, dashboards, repeats: int, model: str | None) -> dict:
     from playwright.sync_api import sync_playwright
 
     figures = {name: [] for name in [*TARGETS, "idle_round_trip_ms"]}
@@ -126,10 +127,14 @@ def _measure_in_browser(url, dashboards, repeats: int) -> dict:
         dashboard = dashboards[-1]
         store = dashboard.store
         _wait(lambda: store.result is not None and not store.running, timeout=900, interval=0.2)
+        if model and model != store.model:
+            store.model = model  # retrains
+            _wait(lambda: not store.running and store.result.attrs.get("model") == model,
+                  timeout=900, interval=0.2)
         print(f"first training: {store.result.attrs.get('epochs')} epochs in "
               f"{store.result.attrs.get('elapsed_s', float('nan')):.1f} s "
               f"(patch {store.patch_size}, stride {store.stride}, {store.z_maps.shape[1:]} positions; "
-              f"fits run in a {store.runner})",
+              f"model {store.result.attrs.get('model')}, fits run in a {store.runner})",
               flush=True)
         page.wait_for_timeout(2000)
         maps = page.locator(".pvd-latent-maps").first
@@ -138,6 +143,8 @@ def _measure_in_browser(url, dashboards, repeats: int) -> dict:
             old_result, old_z, started = store.result, store.z_maps, store.jobs_started
             # A size seen before would be answered from the cache: measure training, not that.
             store._cache.clear()
+            shown_at = []  # when the server shows the new result (the probing below may lag)
+            watcher = store.param.watch(lambda event: shown_at.append(time.perf_counter()), ["result"])
             released = _release_slider(page, ".pvd-patch-size .noUi-handle", -12 if repeat % 2 == 0 else 5)
             _wait(lambda: store.jobs_started > started, timeout=30)
             # The previous job had finished: any new maps come from the new one.
@@ -148,16 +155,24 @@ def _measure_in_browser(url, dashboards, repeats: int) -> dict:
                 pass
             figures["first_map_s"].append(time.perf_counter() - released)
             print(f"release {repeat}: first map after {figures['first_map_s'][-1]:.2f} s", flush=True)
-            # While training runs: click the probe checkbox and wait for the server's answer.
-            if store.running:
+            # While training runs: click the probe checkbox and wait for the server's answer,
+            # every 0.3 s until the fit ends (a click may or may not meet a map update).
+            trips = []
+            while store.running:
                 state = not dashboard.probe.value
                 clicked = time.perf_counter()
                 page.locator(".pvd-probe input").first.click()
                 page.get_by_text(f"probe {state}").first.wait_for(state="attached", timeout=30_000)
-                figures["round_trip_ms"].append(1000 * (time.perf_counter() - clicked))
-                print(f"release {repeat}: round trip {figures['round_trip_ms'][-1]:.0f} ms", flush=True)
+                if store.running:  # still training when the answer came
+                    trips.append(1000 * (time.perf_counter() - clicked))
+                page.wait_for_timeout(300)
+            figures["round_trip_ms"] += trips
+            if trips:
+                print(f"release {repeat}: {len(trips)} round trips while training, median "
+                      f"{statistics.median(trips):.0f} ms, worst {max(trips):.0f} ms", flush=True)
             _wait(lambda: store.result is not old_result and not store.running, timeout=900, interval=0.01)
-            figures["fit_done_s"].append(time.perf_counter() - released)
+            store.param.unwatch(watcher)
+            figures["fit_done_s"].append(shown_at[-1] - released)
             print(f"release {repeat}: fit done after {figures['fit_done_s'][-1]:.2f} s "
                   f"({store.result.attrs.get('epochs')} epochs, fit itself "
                   f"{store.result.attrs.get('elapsed_s', float('nan')):.1f} s)", flush=True)
@@ -213,6 +228,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--store", action="store_true", help="measure through the store API, no browser")
     parser.add_argument("--small", action="store_true", help="a 96 x 96 demo instead of the default one")
+    parser.add_argument("--model", default=None,
+                        help="model variant to train (browser only; default: the demo's)")
     parser.add_argument("--runner", choices=["process", "thread"], default=None,
                         help="where fits run (default: the dashboard's choice)")
     args = parser.parse_args(argv)
@@ -220,7 +237,10 @@ def main(argv=None) -> int:
         os.environ["PHYVAE_DASH_RUNNER"] = args.runner
     use_browser = not args.store and shutil.which("chromium") is not None
     started = time.perf_counter()
-    figures = (run_browser if use_browser else run_store)(args.repeats, args.small)
+    if use_browser:
+        figures = run_browser(args.repeats, args.small, args.model)
+    else:
+        figures = run_store(args.repeats, args.small)
     sys.stdout.flush()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"\nDashboard responsiveness ({'default demo' if not args.small else '96 x 96 demo'}, "

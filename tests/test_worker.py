@@ -93,3 +93,18 @@ def test_store_with_a_worker_process(image):
     finally:
         store.close()
     assert not store._worker.alive
+
+
+def test_spares_only_after_prestart(monkeypatch):
+    from phyvae_dash.app import worker
+
+    monkeypatch.setattr(worker, "_spare", None)
+    first = worker.acquire()
+    assert worker._spare is None  # nobody asked for spares: none idles
+    worker.prestart()
+    spare = worker._spare
+    second = worker.acquire()
+    assert second is spare and worker._spare is not None and worker._spare is not spare
+    for started in (first, second, worker._spare):
+        started.close()
+        assert not started.alive

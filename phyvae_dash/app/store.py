@@ -295,7 +295,7 @@ class Store(param.Parameterized):
             interactive = self._doc is not None or self._loop is not None
             with param.edit_constant(self):
                 self.runner = os.environ.get("PHYVAE_DASH_RUNNER") or ("process" if interactive else "thread")
-        self._worker = worker.acquire(keep_spare=self._doc is not None) if self.runner == "process" else None
+        self._worker = worker.acquire() if self.runner == "process" else None
         if self._doc is not None:
             # A closed browser tab must not leave its training (or its process) running.
             pn.state.on_session_destroyed(lambda context: self.close())

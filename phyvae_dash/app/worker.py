@@ -14,8 +14,9 @@ The trained model comes back as safetensors bytes (no pickle of torch objects) a
 registered here under the result's ``model_id``, so ``result.pvd`` works as after an
 in-process fit.
 
-Starting a process imports torch (seconds), so a warmed-up spare is kept:
-:func:`acquire` hands it out and starts the next one in the background.
+Starting a process imports torch (seconds): :func:`acquire` starts one when a
+session opens, or hands out a warmed-up spare where a server asked for spares
+(:func:`prestart`, which ``phyvae-dash serve`` calls).
 """
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds between two checks of the cancel token while waiting for the worker.
 POLL_S = 0.05
+#: Scheduling priority of the worker process (POSIX nice increment; 19 is the lowest).
+WORKER_NICENESS = 10
 #: The worker learns the secret that authenticates its connection from this variable.
 _KEY_VARIABLE = "PHYVAE_DASH_WORKER_KEY"
 
@@ -61,8 +64,12 @@ def main(address: str):
     import phyvae_dash as pvd
     from phyvae_dash.models import persist
 
-    # Leave a core to the server: its event loop draws what this process sends.
+    # Leave a core to the server: its event loop draws what this process sends. And
+    # yield the CPU to it (and to a browser on the same machine) whenever they need it:
+    # a widget's answer waits for them, the fit only runs a little longer.
     torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+    if hasattr(os, "nice"):
+        os.nice(WORKER_NICENESS)
     connection.send(("ready",))
     while True:
         try:
@@ -231,26 +238,25 @@ _spare: FitWorker | None = None
 _spare_lock = threading.Lock()
 
 
-def acquire(keep_spare: bool = False) -> FitWorker:
+def acquire() -> FitWorker:
     """A started worker for a new session.
 
-    Parameters
-    ----------
-    keep_spare : bool
-        Start another worker in the background for the next session (a server does).
+    After :func:`prestart` (a server that expects sessions calls it), a warmed-up spare
+    is handed out and the next one starts in the background; otherwise a new worker
+    starts now (importing torch takes a few seconds, while the page renders). An idle
+    worker holds a few hundred MB, so spares are kept only where asked for.
     """
     global _spare
     with _spare_lock:
         worker, _spare = _spare, None
         if worker is None or not worker.alive:
-            worker = FitWorker()
-        if keep_spare:
-            _spare = FitWorker()
-    return worker
+            return FitWorker()
+        _spare = FitWorker()
+        return worker
 
 
 def prestart():
-    """Start a spare worker now (a server calls it before its first session opens)."""
+    """Keep a spare worker from now on, so that a new session's first fit starts at once."""
     global _spare
     with _spare_lock:
         if _spare is None or not _spare.alive:
