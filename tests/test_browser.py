@@ -194,6 +194,30 @@ def test_box_selection_in_scatter_highlights_the_map(session):
     assert errors(messages) == []
 
 
+def test_box_on_a_latent_map_highlights_the_scatter_and_a_click_picks_a_patch(session):
+    page, store, messages = session
+    scatter = ".pvd-scatter"
+    before = shot(page, "scatter_before_map_brush", scatter)
+    # The map's box-select tool is active: drag inside its frame (the y axis takes the
+    # canvas's left ~60 px), over the left half.
+    drag(page, ".pvd-latent-maps canvas", (0.3, 0.25), (0.5, 0.75))
+    wait_until(lambda: store.selection is not None, page, what="the brushed positions")
+    selected = store.selection
+    assert 0 < selected.sum() < selected.size
+    # The box covered the left of the map: the brushed columns are on the left.
+    columns = np.flatnonzero(selected.any(axis=0))
+    assert columns.max() < selected.shape[1] * 0.75
+    page.wait_for_timeout(1500)
+    after = shot(page, "scatter_after_map_brush", scatter)
+    assert after != before
+    # A click on the map picks that position: its patch and reconstruction are shown.
+    box = page.locator(".pvd-latent-maps canvas").first.bounding_box()
+    page.mouse.click(box["x"] + 0.6 * box["width"], box["y"] + 0.5 * box["height"])
+    wait_until(lambda: store.point is not None, page, what="the clicked position")
+    shot(page, "app_after_map_click")
+    assert errors(messages) == []
+
+
 def test_upload_npy_loads_it(session, tmp_path):
     page, store, messages = session
     rng = np.random.default_rng(3)

@@ -73,6 +73,16 @@ class Progress:
     eta_s: float
 
 
+def _adam(parameters, lr: float) -> torch.optim.Optimizer:
+    """Adam, fused into one kernel where this torch offers it (the same algorithm; on
+    the CPU its step is ~5x faster, ~1 % of a shift-model training step)."""
+    parameters = list(parameters)
+    try:
+        return torch.optim.Adam(parameters, lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):  # older torch, or a device without it
+        return torch.optim.Adam(parameters, lr=lr)
+
+
 def pick_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` picks CUDA, then Apple MPS, then the CPU; anything else is passed on.
 
@@ -429,7 +439,7 @@ def _fit(image, *, patch_size, stride, latent_dim, boundary_weight, model, trans
     net = build_model({"family": model, **kwargs})
     net.to(dev)
     data = torch.from_numpy(data_np).to(dev)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    opt = _adam(net.parameters(), lr)
 
     amp_dtype = None
     if precision == "auto":
