@@ -101,6 +101,13 @@ def _warnings(caught) -> list:
     return [(w.category, str(w.message)) for w in caught]
 
 
+def _import_path() -> str:
+    """PYTHONPATH for the worker: where this process found phyvae_dash comes first (so the
+    worker runs the same code, installed or not), then the caller's own setting."""
+    package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return os.pathsep.join(p for p in (package_parent, os.environ.get("PYTHONPATH")) if p)
+
+
 class FitWorker:
     """A process that runs a session's fits; see the module's docstring.
 
@@ -123,7 +130,7 @@ class FitWorker:
         self._process = subprocess.Popen(
             [sys.executable, "-c", "import sys; from phyvae_dash.app.worker import main; main(sys.argv[1])",
              str(self._listener.address)],
-            env={**os.environ, _KEY_VARIABLE: key.hex()})
+            env={**os.environ, _KEY_VARIABLE: key.hex(), "PYTHONPATH": _import_path()})
         self._connection = None
         self._connected = threading.Event()
         threading.Thread(target=self._accept, name="phyvae-dash-worker-accept", daemon=True).start()
