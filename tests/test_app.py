@@ -179,6 +179,17 @@ def test_views_render_before_and_after_training(store):
     pn.panel(dashboard).get_root()
 
 
+def test_comparison_switched_on_after_a_fit_shows_the_weight0_domains(store):
+    store.train()
+    assert store.wait(120) and store.baseline_labels is None
+    store.compare = True  # same settings: the result is cached, only the weight-0 fit runs
+    store.train()
+    assert store.wait(120)
+    assert store.outcome.baseline is not None
+    assert store.baseline_labels is not None and store.baseline_labels.shape == store.labels.shape
+    assert float(store.baseline_len) > 0
+
+
 def test_spectral_data_render():
     rng = np.random.default_rng(0)
     energy = np.linspace(0, 1, 12)

@@ -631,13 +631,14 @@ class Store(param.Parameterized):
         """Labels, boundaries and their length (cached per number of domains)."""
         if n_domains not in outcome.segmentations:
             labels = pvd.segment(outcome.result, n_domains=n_domains)
-            boundaries = pvd.boundary_map(labels)
-            length = pvd.boundary_length(labels)
-            baseline = baseline_length = None
-            if outcome.baseline is not None:
-                # Same number of domains, so that the two boundary lengths compare.
-                baseline = pvd.segment(outcome.baseline, n_domains=int(labels.max()) + 1)
-                baseline_length = pvd.boundary_length(baseline)
+            outcome.segmentations[n_domains] = (labels, pvd.boundary_map(labels),
+                                                pvd.boundary_length(labels), None, None)
+        labels, boundaries, length, baseline, baseline_length = outcome.segmentations[n_domains]
+        if baseline is None and outcome.baseline is not None:
+            # The weight-0 fit may come later than the first segmentation (the comparison
+            # switched on afterwards). Same number of domains: the boundary lengths compare.
+            baseline = pvd.segment(outcome.baseline, n_domains=int(labels.max()) + 1)
+            baseline_length = pvd.boundary_length(baseline)
             outcome.segmentations[n_domains] = (labels, boundaries, length, baseline, baseline_length)
         return outcome.segmentations[n_domains]
 
