@@ -621,6 +621,10 @@ class Store(param.Parameterized):
                 log.debug("%s failed", name, exc_info=True)
                 continue
             if name == "reconstruction":
+                if isinstance(value, xr.DataArray) and {"channel", "wy", "wx"} <= set(value.dims):
+                    # The model's inputs are channel-first (C, p, p); the decoded patches
+                    # come channel-last: reorder before flattening, or the pixels scramble.
+                    value = value.transpose(..., "channel", "wy", "wx")
                 value = np.asarray(getattr(value, "values", value))
                 if outcome.inputs is not None and value.size == outcome.inputs.size:
                     value = value.reshape(outcome.inputs.shape)
