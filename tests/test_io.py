@@ -233,7 +233,8 @@ def test_unknown_format(tmp_path):
         load(tmp_path / "notes.xyz")
 
 
-@pytest.mark.parametrize("name", ["bad.h5", "bad.npy", "bad.tif", "bad.png", "bad.dm3", "bad.nc"])
+@pytest.mark.parametrize("name", ["bad.h5", "bad.npy", "bad.tif", "bad.png", "bad.dm3", "bad.nc",
+                                  "bad.ibw"])
 def test_corrupt_files_give_data_error_naming_the_file(tmp_path, name):
     (tmp_path / name).write_bytes(b"\x00\x01 definitely not a real file " * 10)
     with pytest.raises(DataError, match=name.replace(".", r"\.")):
@@ -302,10 +303,10 @@ def test_unknown_channel_in_real_file(shared_data):
         load(shared_data / "pfm" / "PTO_Funakubo0002.h5", channel="Topography")
 
 
-def test_unsupported_igor_file_says_so(tmp_path):
-    (tmp_path / "scan.ibw").write_bytes(b"\x00" * 64)
-    with pytest.raises(DataError, match="unsupported format .ibw"):
-        load(tmp_path / "scan.ibw")
+def test_unsupported_nanonis_file_says_so(tmp_path):
+    (tmp_path / "scan.sxm").write_bytes(b"\x00" * 64)
+    with pytest.raises(DataError, match="unsupported format .sxm"):
+        load(tmp_path / "scan.sxm")
 
 
 def test_reader_option_typo_is_a_data_error(tmp_path):
@@ -413,3 +414,143 @@ def test_top_level_load_is_this_load(tmp_path):
     import phyvae_dash
 
     assert phyvae_dash.load is load
+
+
+# ------------------------------------------------------------- Igor binary waves
+
+
+def _write_ibw(path, data, *, scale=(1.0, 1.0, 1.0, 1.0), offset=(0.0, 0.0, 0.0, 0.0),
+               dim_units=("", "", "", ""), data_units="", layer_labels=None, note="",
+               name="wave0", order="<"):
+    """Write an Igor binary wave, version 5 (TN003; the layouts of igor2.binarywave).
+
+    ``data`` is indexed as Igor indexes a wave: (row, column[, layer]); Igor stores it
+    column-major. The checksum is left 0 (igor2 does not verify it).
+    """
+    import struct
+
+    data = np.asarray(data, dtype=np.dtype("float32").newbyteorder(order))
+    n_dim = [*data.shape, *([0] * (4 - data.ndim))]
+    payload = data.tobytes(order="F")
+    labels = [b""] * 4
+    if layer_labels is not None:  # the dimension's own label first, then one per layer
+        labels[2] = b"".join(s.encode().ljust(32, b"\0")[:32] for s in ["", *layer_labels])
+    note_bytes = note.encode()
+    wave_header = struct.pack(
+        order + "IIIlhh6sh32slI4l4d4d4s16shhddI4I4II16lhhhccIlhhII",
+        0, 0, 0, data.size, 2, 0, b"", 1, name.encode(), 0, 0,  # type 2: float32
+        *n_dim, *map(float, scale), *map(float, offset), data_units.encode(),
+        b"".join(u.encode().ljust(4, b"\0")[:4] for u in dim_units),
+        0, 0, 0.0, 0.0, 0, *[0] * 4, *[0] * 4, 0, *[0] * 16,
+        0, 0, 0, b"\0", b"\0", 0, 0, 0, 0, 0, 0)
+    assert len(wave_header) == 320
+    bin_header = struct.pack(order + "2h4l4l4l3l", 5, 0, 320 + len(payload), 0,
+                             len(note_bytes), 0, 0, 0, 0, 0, *map(len, labels), 0, 0, 0)
+    assert len(bin_header) == 64
+    path.write_bytes(bin_header + wave_header + payload + note_bytes + b"".join(labels))
+    return path
+
+
+def _asylum_scan(n_rows=12, n_cols=8):
+    """Igor (row, column, layer) data whose value encodes its position: layer*10000 +
+    row*100 + column. Asylum: rows = fast scan axis x, columns = slow scan axis y."""
+    row, col, layer = np.meshgrid(np.arange(n_rows), np.arange(n_cols), np.arange(3),
+                                  indexing="ij")
+    return layer * 10000.0 + row * 100.0 + col
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_ibw_asylum_pfm_scan(tmp_path, order):
+    path = _write_ibw(
+        tmp_path / "PZT0001.ibw", _asylum_scan(), scale=(2.5e-7, 2e-7, 1, 1),
+        offset=(1e-7, 5e-7, 0, 0), dim_units=("m", "m", "", ""), data_units="m",
+        layer_labels=["HeightRetrace", "AmplitudeRetrace", "PhaseRetrace"],
+        note="ScanSize: 2e-06\rScanAngle: 90\rImagingMode: PFM Mode\rsource: tip\r"
+             "Odd key: 1\rNoColon\r", order=order)
+    image = load(path)
+    assert image.attrs["format"] == "IBW"
+    assert image.attrs["source"] == str(path)
+    assert image.dims == ("y", "x", "channel")
+    assert image.shape == (8, 12, 3)  # 8 scan lines (Igor columns) of 12 points (rows)
+    assert list(image.channel.values) == ["HeightRetrace", "AmplitudeRetrace", "PhaseRetrace"]
+    assert list_channels(path) == list(image.channel.values)
+    assert image.attrs["phase_channels"] == ["PhaseRetrace"]
+    assert image.attrs["channel_units"] == ["m", "m", "deg"]
+    # x from sfA[0]/sfB[0], y from sfA[1]/sfB[1]; metres shown in µm.
+    assert image.x.attrs["units"] == image.y.attrs["units"] == "µm"
+    np.testing.assert_allclose(image.x.values, 0.1 + 0.25 * np.arange(12))
+    np.testing.assert_allclose(image.y.values, 0.5 + 0.2 * np.arange(8))
+    # Orientation: image[y=j, x=i] is Igor's wave[row=i, column=j].
+    for k, name in enumerate(image.channel.values):
+        layer = image.sel(channel=name)
+        assert float(layer[0, 0]) == 10000 * k
+        assert float(layer[5, 3]) == 10000 * k + 305  # y index 5, x index 3
+        assert float(layer[7, 11]) == 10000 * k + 1107
+        assert float(layer.isel(y=2).sel(x=0.6)) == 10000 * k + 202
+    assert image.dtype == np.float32 and image.values.dtype.isnative
+    # The note's simple Key: Value lines are string attrs; load's own names are kept safe.
+    assert image.attrs["ScanSize"] == "2e-06"
+    assert image.attrs["ScanAngle"] == "90"
+    assert image.attrs["ImagingMode"] == "PFM Mode"
+    # The whole note is kept as JSON; a note key named like one of load()'s attrs is renamed.
+    assert json.loads(image.attrs["ibw_note"])["note_source"] == "tip"
+    assert image.attrs["source"] == str(path)
+    assert not any(k.startswith(("Odd", "NoColon")) for k in image.attrs)
+    assert json.loads(image.attrs["metadata"])["ScanSize"] == "2e-06"
+    # A loaded Igor scan survives NetCDF (attrs are all NetCDF-safe).
+    image.to_netcdf(tmp_path / "scan.nc")
+    back = load(tmp_path / "scan.nc")
+    assert back.attrs["phase_channels"] == ["PhaseRetrace"]
+    np.testing.assert_array_equal(back.values, image.values)
+
+
+def test_ibw_select_phase_channel(tmp_path):
+    path = _write_ibw(tmp_path / "s.ibw", _asylum_scan(), dim_units=("m", "m", "", ""),
+                      scale=(1e-8, 1e-8, 1, 1),
+                      layer_labels=["HeightRetrace", "AmplitudeRetrace", "PhaseRetrace"])
+    phase = load(path, channel="PhaseRetrace")
+    assert phase.dims == ("y", "x")
+    assert phase.attrs["units"] == "deg" and phase.attrs["phase_channels"] == ["PhaseRetrace"]
+    assert float(phase[1, 2]) == 20201
+    assert phase.x.attrs["units"] == "nm"
+
+
+def test_ibw_two_dimensional_wave(tmp_path):
+    data = np.arange(12 * 8, dtype=float).reshape(12, 8)  # Igor rows (x) by columns (y)
+    path = _write_ibw(tmp_path / "height.ibw", data, scale=(0.5, 0.25, 1, 1),
+                      dim_units=("nm", "nm", "", ""), data_units="nm", name="Height",
+                      note="ScanSize: 6e-09\r")
+    image = load(path)
+    assert image.dims == ("y", "x") and image.shape == (8, 12)
+    np.testing.assert_array_equal(image.values, data.T)
+    assert image.attrs["long_name"] == "Height" and image.attrs["units"] == "nm"
+    assert image.attrs["phase_channels"] == []
+    assert image.x.attrs["units"] == "nm"
+    np.testing.assert_allclose(image.x.values, 0.5 * np.arange(12))
+    np.testing.assert_allclose(image.y.values, 0.25 * np.arange(8))
+    assert image.attrs["ScanSize"] == "6e-09"
+
+
+def test_ibw_uncalibrated_and_unlabelled_layers(tmp_path):
+    path = _write_ibw(tmp_path / "raw.ibw", _asylum_scan(6, 4))
+    image = load(path)
+    assert list(image.channel.values) == ["ch0", "ch1", "ch2"]
+    assert image.x.attrs["units"] == image.y.attrs["units"] == "px"
+    assert image.attrs["phase_channels"] == []
+    assert image.shape == (4, 6, 3) and float(image[3, 5, 2]) == 20503
+
+
+def test_ibw_truncated_or_wrong_gives_data_error(tmp_path):
+    full = _write_ibw(tmp_path / "full.ibw", _asylum_scan(),
+                      layer_labels=["HeightRetrace", "AmplitudeRetrace", "PhaseRetrace"],
+                      note="ScanSize: 2e-06\r").read_bytes()
+    for n in (len(full) - 10, 64 + 320 + 100, 100, 30, 3):  # labels, data, header cut off
+        (tmp_path / "cut.ibw").write_bytes(full[:n])
+        with pytest.raises(DataError, match=r"cut\.ibw.*(truncated|too short)"):
+            load(tmp_path / "cut.ibw")
+    (tmp_path / "zeros.ibw").write_bytes(b"\x00" * 64)
+    with pytest.raises(DataError, match=r"zeros\.ibw: not an Igor binary wave"):
+        load(tmp_path / "zeros.ibw")
+    one_d = _write_ibw(tmp_path / "line.ibw", np.arange(10.0))
+    with pytest.raises(DataError, match=r"line\.ibw.*wrong dimensionality"):
+        load(one_d)

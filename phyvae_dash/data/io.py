@@ -22,6 +22,9 @@ extension                              reader
 ``.npy``, ``.npz``                     numpy, never unpickling; a ``<stem>.json``
                                        sidecar may give the field of view
 ``.nc``, ``.zarr``                     xarray (files written by xarray)
+``.ibw``                               igor2: Igor Pro binary waves, as Asylum Research
+                                       AFM/PFM microscopes write them (layers are the
+                                       channels; the wave note goes to ``attrs``)
 =====================================  ==============================================
 """
 from __future__ import annotations
@@ -45,6 +48,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 TIFF_EXTENSIONS = (".tif", ".tiff")
 NUMPY_EXTENSIONS = (".npy", ".npz")
 XARRAY_EXTENSIONS = (".nc", ".zarr")
+IGOR_EXTENSIONS = (".ibw",)
 # rosettasciio plugins by extension; ambiguous ones (.h5, .tif, images, .npy, .nc) are
 # handled above with more specific readers.
 RSCIIO_PLUGINS = {
@@ -58,12 +62,10 @@ RSCIIO_PLUGINS = {
 }
 SUPPORTED_EXTENSIONS = tuple(sorted(
     {*HDF5_EXTENSIONS, *IMAGE_EXTENSIONS, *TIFF_EXTENSIONS, *NUMPY_EXTENSIONS,
-     *XARRAY_EXTENSIONS, *RSCIIO_PLUGINS}
+     *XARRAY_EXTENSIONS, *IGOR_EXTENSIONS, *RSCIIO_PLUGINS}
 ))
 # Formats users ask for that no installed reader handles: say what to do instead.
 _UNSUPPORTED_HINTS = {
-    ".ibw": "Igor binary waves are not read by rosettasciio; export the scan to HDF5 "
-            "(e.g. with pycroscopy's SciFiReaders) or TIFF",
     ".sxm": "Nanonis .sxm is not read by rosettasciio; export the scan to HDF5 or TIFF",
 }
 
@@ -181,6 +183,8 @@ def _read_channels(path: Path, options: dict) -> tuple[list[_Channel], str]:
     if suffix in XARRAY_EXTENSIONS:
         fmt = "NetCDF" if suffix == ".nc" else "Zarr"
         return _guarded(path, fmt, _read_xarray, options), fmt
+    if suffix in IGOR_EXTENSIONS:
+        return _guarded(path, "Igor binary wave", _read_ibw, options), "IBW"
     if suffix in RSCIIO_PLUGINS:
         plugin = RSCIIO_PLUGINS[suffix]
         fmt = f"rosettasciio:{plugin.split('.')[-1]}"
@@ -593,6 +597,199 @@ def _apply_json_sidecar(path: Path, channels: list[_Channel]) -> None:
                 step = fov / n
             if isinstance(step, (int, float)):
                 c.coords[dim] = (np.arange(n) * float(step), {"units": _clean_units(units)})
+
+
+# ------------------------------------------------------------- Igor binary wave
+
+# Attribute names load() writes itself; a wave-note key with one of these names is kept as
+# "note_<key>" so that it cannot overwrite them.
+_RESERVED_ATTRS = {"source", "format", "metadata", "phase_channels", "channel_units", "units",
+                   "long_name", "preprocessing", "original_source", "normalization"}
+#: Wave-note entries (Asylum Research names) that become attrs of an .ibw image.
+IBW_NOTE_ATTRS = ("ScanSize", "FastScanSize", "SlowScanSize", "ScanRate", "ScanAngle",
+                  "ScanPoints", "ScanLines", "ImagingMode", "DriveAmplitude", "DriveFrequency",
+                  "SetPoint", "MicroscopeModel", "Date", "Time")
+_NOTE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Bytes in front of the data of each version: the version field plus BinHeader<n>, and
+# for version 5 the 320-byte WaveHeader5 that wfmSize also counts (TN003).
+_IBW_BIN_HEADER = {1: ("lh", 8), 2: ("lllh", 16), 3: ("llllh", 20),
+                   5: ("hllll4l4llll", 64)}
+
+
+def _read_ibw(path: Path) -> list[_Channel]:
+    """An Igor binary wave (``.ibw``): a 2-D image, or a 3-D wave whose layers are channels.
+
+    Orientation. Igor's first dimension is the rows of a wave, and an Igor image plot
+    draws rows along the horizontal axis; Asylum Research stores a scan as
+    ``(points per line, lines, channels)``, i.e. rows = fast scan axis x, columns = slow
+    scan axis y (a wave's scaling ``sfA[0]``/``sfB[0]`` is the x scale, ``sfA[1]``/
+    ``sfB[1]`` the y scale). igor2 returns the data in that Fortran layout
+    ``(n_rows, n_cols[, n_layers])``, so each layer is transposed to ``(y, x)``: array
+    row ``j`` is scan line ``j`` at ``y = sfB[1] + j * sfA[1]`` (ascending, as in Igor and
+    the other readers here; plotting with the coordinates puts the first scan line at the
+    bottom, as Igor shows it). Nothing is flipped and ``ScanAngle`` is not applied; it is
+    kept in ``attrs`` with the rest of the note.
+    """
+    from igor2 import binarywave
+
+    _check_ibw_size(path)
+    loaded = binarywave.load(str(path))
+    wave = loaded["wave"]
+    header, bin_header = wave["wave_header"], wave["bin_header"]
+    data = np.asarray(wave["wData"])
+    if data.dtype.kind not in "biuf":
+        kind = "a text wave" if data.dtype.kind in "SU" else f"of dtype {data.dtype}"
+        raise DataError(f"{path}: the Igor wave is {kind}; only real numeric waves are images")
+    if data.size == 0:
+        raise DataError(f"{path}: the Igor wave holds no data (shape {data.shape})")
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim not in (2, 3):
+        raise DataError(f"{path}: wrong dimensionality: the Igor wave has shape {data.shape}; "
+                        "load() reads 2-D images and 3-D waves whose layers are channels")
+    n_rows, n_cols = data.shape[:2]
+    scale, offset = np.asarray(header["sfA"], float), np.asarray(header["sfB"], float)
+    dim_units = _ibw_dim_units(header, bin_header, wave.get("dimension_units"))
+    data_units = _ibw_text(wave.get("data_units")) or _ibw_text(header.get("dataUnits"))
+    coords = {  # Igor dim 1 (columns, slow scan) is y, dim 0 (rows, fast scan) is x
+        "y": (offset[1] + scale[1] * np.arange(n_cols), {"units": dim_units[1]}),
+        "x": (offset[0] + scale[0] * np.arange(n_rows), {"units": dim_units[0]}),
+    }
+    note = _ibw_note(wave.get("note"))
+    # An Asylum note has hundreds of entries: the scan's main settings become attrs, the
+    # whole note is kept as one JSON attr (attrs are copied wherever the image goes).
+    note_attrs = {key: value for key, value in note.items() if key in IBW_NOTE_ATTRS}
+    if note:
+        note_attrs["ibw_note"] = json.dumps(note)
+    wave_name = _ibw_text(header.get("bname")) or path.stem
+    metadata = {"wave_name": wave_name, "igor_version": int(loaded.get("version", 0)),
+                **{key: value for key, value in note.items() if key in IBW_NOTE_ATTRS}}
+    # Native byte order, C layout and a writable copy (igor2's array views the file bytes).
+    data = data.astype(data.dtype.newbyteorder("="), copy=False)
+    if data.ndim == 2:
+        return [_Channel(wave_name, np.array(data.T, order="C"), coords, data_units,
+                         metadata, attrs=dict(note_attrs))]
+    n_layers = data.shape[2]
+    names = _ibw_layer_labels(wave.get("labels"), n_layers)
+    channels = []
+    for k, name in enumerate(names):
+        phase = "phase" in name.lower()
+        # One data unit serves the whole wave; Asylum records phase layers in degrees.
+        channels.append(_Channel(name, np.array(data[:, :, k].T, order="C"), dict(coords),
+                                 "deg" if phase else data_units, metadata, is_phase=phase,
+                                 attrs=dict(note_attrs)))
+    return channels
+
+
+def _check_ibw_size(path: Path) -> None:
+    """Refuse a truncated or non-Igor file before igor2 meets it, with the byte counts."""
+    import struct
+
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if len(head) < 8:
+        raise DataError(f"{path}: {size} bytes is too short for an Igor binary wave "
+                        "(the file is truncated or not an .ibw)")
+    for order in "<>":
+        version = struct.unpack(order + "h", head[:2])[0]
+        if version in _IBW_BIN_HEADER:
+            break
+    else:
+        raise DataError(f"{path}: not an Igor binary wave (version field "
+                        f"{head[:2].hex()} is none of 1, 2, 3, 5)")
+    fmt, header_size = _IBW_BIN_HEADER[version]
+    if len(head) < header_size:
+        raise DataError(f"{path}: truncated Igor binary wave: {size} bytes, but its header "
+                        f"alone takes {header_size}")
+    fields = struct.unpack(order + fmt, head[2:header_size])
+    if version == 5:
+        # checksum, wfmSize, formulaSize, noteSize, dataEUnitsSize, dimEUnitsSize[4],
+        # dimLabelsSize[4], sIndicesSize, options1, options2
+        sizes = [fields[1], *fields[2:14]]
+        minimum = 320  # WaveHeader5
+    else:  # wfmSize first, then the note (v2, v3) and formula (v3) sizes
+        sizes = [fields[0], *fields[1:version]]
+        minimum = 126  # WaveHeader2 plus 16 bytes of padding, which wfmSize counts
+        if version == 1:  # ... though version 1 files do not hold the padding
+            sizes[0] -= 16
+            minimum -= 16
+    if any(n < 0 for n in sizes) or sizes[0] < minimum:
+        raise DataError(f"{path}: corrupt Igor binary wave (version {version}): negative "
+                        f"or too small section sizes {sizes}")
+    expected = header_size + sum(sizes)
+    if size < expected:
+        raise DataError(f"{path}: truncated or corrupt Igor binary wave: the header "
+                        f"announces {expected} bytes, the file has {size}")
+
+
+def _ibw_text(value) -> str:
+    """Igor strings (bytes, arrays of single bytes, lists of them) to text, no NULs."""
+    if value is None:
+        return ""
+    if isinstance(value, np.ndarray):
+        value = b"".join(value.ravel().tolist()) if value.dtype.kind == "S" else b""
+    if isinstance(value, (list, tuple)):
+        value = b"".join(v for v in value if isinstance(v, bytes))
+    if isinstance(value, bytes):
+        value = value.split(b"\x00", 1)[0]
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError:
+            value = value.decode("latin-1")  # Igor files from Macs/Windows code pages
+    return str(value).strip()
+
+
+def _ibw_dim_units(header, bin_header, extended) -> list[str]:
+    """Units of the four Igor dims: extended units where the file has them, else the
+    3-character ``dimUnits`` (version 5) or ``xUnits`` for dim 0 (versions 1-3)."""
+    if "dimUnits" in header:
+        units = [_ibw_text(row) for row in np.asarray(header["dimUnits"]).reshape(4, -1)]
+    else:
+        units = [_ibw_text(header.get("xUnits")), "", "", ""]
+    sizes = list(bin_header.get("dimEUnitsSize", [0, 0, 0, 0]))
+    if isinstance(extended, bytes):  # igor2 gives one string when one dim has any
+        extended = [extended] if extended else []
+    extended = list(extended or [])
+    for d, n in enumerate(sizes):  # igor2 lists only the dims that have extended units
+        if n > 0 and extended:
+            units[d] = _ibw_text(extended.pop(0)) or units[d]
+    return units
+
+
+def _ibw_layer_labels(labels, n_layers: int) -> list[str]:
+    """Channel names from the layer dimension's labels (Asylum: ``HeightRetrace``, ...).
+
+    Igor writes the dimension's own label first, then one per layer.
+    """
+    layer = [_ibw_text(v) for v in (labels[2] if labels and len(labels) > 2 else [])]
+    if len(layer) == n_layers + 1:
+        layer = layer[1:]
+    elif len(layer) != n_layers:
+        layer = []
+    names = [n or f"ch{k}" for k, n in enumerate(layer)] or \
+        [f"ch{k}" for k in range(n_layers)]
+    seen = {}
+    for k, n in enumerate(names):  # channel names must be unique to select them
+        if n in seen:
+            names[k] = f"{n}_{k}"
+        seen[n] = k
+    return names
+
+
+def _ibw_note(raw) -> dict:
+    """The simple ``Key: Value`` lines of a wave note (Asylum writes one per line,
+    separated by CR), values kept as strings."""
+    note = _ibw_text(raw)
+    found = {}
+    for line in re.split(r"[\r\n]+", note):
+        key, sep, value = line.partition(":")
+        key, value = key.strip(), value.strip()
+        if not sep or not _NOTE_KEY.match(key) or len(value) > 200 or \
+                any(ord(ch) < 32 for ch in value):
+            continue
+        found[f"note_{key}" if key in _RESERVED_ATTRS else key] = value
+    return found
 
 
 # ------------------------------------------------------------------- NetCDF / Zarr
