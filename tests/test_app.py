@@ -12,7 +12,7 @@ import xarray as xr
 import phyvae_dash as pvd
 from phyvae_dash.app.app import Dashboard
 from phyvae_dash.app.store import Store
-from phyvae_dash.app.views import Controls
+from phyvae_dash.app.views import Controls, PatchView
 
 SMALL = dict(patch_size=8, stride=4, epochs=2, latent_dim=2)
 
@@ -66,6 +66,20 @@ def test_default_store_opens_on_the_demo():
     store = Store(auto_train=False)
     assert store.data is not None and store.source
     assert store.device
+    assert store.model in ("vae", "shift", "rotation") and "auto" in store.param.transform.objects
+
+
+def test_a_preset_transform_is_reported_as_recommended_not_user_chosen():
+    store = Store(pvd.synthetic.make("pfm_labyrinth", shape=(48, 48))["image"], auto_train=False)
+    store._set_data(store.data, "pfm_labyrinth", recommended={"transform": "patch", **SMALL})
+    store.auto_train = False
+    store.train()
+    assert store.wait(60)
+    assert store.transform_info == "patch: recommended for pfm_labyrinth"
+    store.transform = "fft"  # now the user's own choice
+    store.train()
+    assert store.wait(60)
+    assert store.transform_info == "fft: chosen by the user"
 
 
 def test_train_then_result_and_segmentation(store):
@@ -202,6 +216,12 @@ def test_patch_view_reconstruction_matches_its_input_for_multichannel_scans():
     # Channel-first inputs against the decoder's channel-last patches, reordered: a
     # scrambled order correlated 0.24 here, the right one 0.77.
     assert np.corrcoef(inputs.ravel(), reconstruction.ravel())[0, 1] > 0.6
+    # The patch view names each channel as the model sees it, not "ch0".
+    assert store.outcome.channels == ["amplitude", "phase:cos", "phase:sin"]
+    titles = [tile.opts.get().kwargs["title"] for tile in PatchView(store=store)._plot(
+        outcome=store.outcome).values()]
+    assert titles[:3] == ["input amplitude", "input phase:cos", "input phase:sin"]
+    assert titles[3:] == ["recon. amplitude", "recon. phase:cos", "recon. phase:sin"]
 
 
 def test_spectral_data_render():

@@ -87,6 +87,10 @@ def test_multichannel_and_lru(tmp_path, monkeypatch):
     r = pvd.fit(image(channels=2), patch_size=8, stride=4, epochs=1, device="cpu", transform="patch")
     assert r.pvd.decode(np.zeros(2)).dims == ("wy", "wx", "channel")
     assert r.pvd.manifold(n=2).dims == ("u", "v", "wy", "wx", "channel")
+    names = list(r.attrs["input_channels"])
+    assert len(names) == 2 and list(r.pvd.reconstruct().channel.values) == names
+    r.pvd.save(tmp_path / "two.nc")
+    assert list(pvd.open_result(tmp_path / "two.nc").pvd.decode(np.zeros(2)).channel.values) == names
     monkeypatch.setattr(persist, "MAX_MODELS", 1)
     pvd.fit(image(), patch_size=8, stride=4, epochs=1, device="cpu", transform="patch")
     with pytest.raises(PhyvaeDashError, match="not in memory"):

@@ -67,10 +67,13 @@ class Dashboard(Viewer):
         self.training = TrainingView(store=store)
         self.comparison = ComparisonView(store=store)
         self.export = ExportView(store=store)
+        # FlexBoxes, not Rows: on a laptop screen the cards wrap instead of running off
+        # the right edge.
         self._main = pn.Column(
-            pn.Row(self.image_view, self.latent_maps),
-            pn.Row(self.scatter, self.patch, self.manifold),
-            pn.Row(self.training, self.comparison),
+            *(pn.FlexBox(*cards, flex_wrap="wrap", align_items="flex-start", sizing_mode="stretch_width")
+              for cards in ((self.image_view, self.latent_maps),
+                            (self.scatter, self.patch, self.manifold),
+                            (self.training, self.comparison))),
             sizing_mode="stretch_width",
         )
         self._sidebar = pn.Column(self.controls, self.export, sizing_mode="stretch_width")

@@ -49,6 +49,8 @@ import xarray as xr
 import phyvae_dash as pvd
 from phyvae_dash.app import worker
 from phyvae_dash.errors import FitCancelled, PhyvaeDashError
+from phyvae_dash.models.features import PRESETS, TRANSFORMS
+from phyvae_dash.models.train import DEFAULT_BOUNDARY_WEIGHT, MODELS, pick_device
 
 log = logging.getLogger(__name__)
 
@@ -64,70 +66,13 @@ DEFAULT_DEMO = "pfm_labyrinth"
 #: The names the settings are known by (also the keys of the settings JSON).
 SETTINGS = ("channel", "patch_size", "stride", "latent_dim", "boundary_weight",
             "epochs", "model", "transform", "seed")
-#: Model variants offered when the model layer does not list its own.
-_DEFAULT_MODELS = ("vae", "shift_vae", "rot_vae")
-_DEFAULT_BOUNDARY_WEIGHT = 0.1
 ALL_CHANNELS = "all channels"
-
-
-def _default_boundary_weight() -> float:
-    """`fit`'s default boundary weight (so that the app follows the model layer)."""
-    try:
-        from phyvae_dash.models import train
-    except ImportError:
-        return _DEFAULT_BOUNDARY_WEIGHT
-    return float(getattr(train, "DEFAULT_BOUNDARY_WEIGHT", _DEFAULT_BOUNDARY_WEIGHT))
-
-
-def _model_names():
-    try:
-        from phyvae_dash.models import train
-    except ImportError:
-        return _DEFAULT_MODELS
-    return tuple(getattr(train, "MODELS", None) or _DEFAULT_MODELS)
-
-
-def _transform_names():
-    try:
-        from phyvae_dash.models import features
-    except ImportError:
-        return ("auto",)
-    return tuple(getattr(features, "TRANSFORMS", None) or ("auto",))
-
-
-def _preset(kind: str) -> dict:
-    """Recommended settings for a phantom kind, from the model layer if it has presets."""
-    for module in ("phyvae_dash.models.presets", "phyvae_dash.models.features"):
-        try:
-            presets = getattr(__import__(module, fromlist=["PRESETS"]), "PRESETS", {})
-        except ImportError:
-            continue
-        if kind in presets:
-            return dict(presets[kind])
-    return {}
-
-
-def pick_device() -> str:
-    """The device training will use, as `fit(device="auto")` resolves it."""
-    try:
-        from phyvae_dash.models.train import pick_device as _pick
-        return str(_pick("auto"))
-    except Exception:  # the model layer may be missing while it is being written
-        return "cpu"
 
 
 def dataset_names() -> list[str]:
     """Built-in phantoms first, then the registry's other entries."""
-    names = []
-    try:
-        names += list(pvd.synthetic.KINDS)
-    except (ImportError, AttributeError):
-        pass
-    try:
-        names += [n for n in pvd.datasets.list_datasets() if n not in names]
-    except (ImportError, AttributeError):
-        pass
-    return names
+    names = list(pvd.synthetic.KINDS)
+    return names + [n for n in pvd.datasets.list_datasets() if n not in names]
 
 
 def image_kind(image: xr.DataArray) -> str:
@@ -188,6 +133,7 @@ class Outcome:
     baseline: xr.Dataset | None = None
     inputs: np.ndarray | None = None         # model inputs (n_y, n_x, *feature_shape)
     reconstruction: np.ndarray | None = None  # same shape as inputs
+    channels: list = field(default_factory=list)  # names of the inputs' channels
     manifold: xr.DataArray | np.ndarray | None = None
     segmentations: dict = field(default_factory=dict)  # n_domains -> labels, walls, lengths
     partial: bool = False  # only the fit (a comparison run): inputs, reconstruction still to do
@@ -224,11 +170,11 @@ class Store(param.Parameterized):
     patch_size = param.Integer(default=16, bounds=(2, 128))
     stride = param.Integer(default=4, bounds=(1, 64))
     latent_dim = param.Integer(default=2, bounds=(1, 8))
-    boundary_weight = param.Number(default=_DEFAULT_BOUNDARY_WEIGHT, bounds=(0, None))
+    boundary_weight = param.Number(default=DEFAULT_BOUNDARY_WEIGHT, bounds=(0, None))
     epochs = param.Integer(default=None, allow_None=True, bounds=(1, 1000),
                            doc="Training epochs; None lets `fit` choose from the data size.")
-    model = param.Selector(default="vae", objects=list(_DEFAULT_MODELS))
-    transform = param.Selector(default="auto", objects=["auto"])
+    model = param.Selector(default="vae", objects=list(MODELS))
+    transform = param.Selector(default="auto", objects=list(TRANSFORMS))
     seed = param.Integer(default=0)
     n_domains = param.Integer(default=None, allow_None=True, bounds=(1, 12),
                               doc="Number of domains; None chooses it automatically.")
@@ -272,15 +218,12 @@ class Store(param.Parameterized):
 
     def __init__(self, image: xr.DataArray | None = None, **params):
         super().__init__(**params)
-        self.param.model.objects = list(_model_names())
-        self.param.transform.objects = list(_transform_names())
-        if "boundary_weight" not in params:
-            self.boundary_weight = _default_boundary_weight()
-        self.device = pick_device()
+        self.device = str(pick_device("auto"))
         self.messages: list[dict] = []
         self._ids = itertools.count(1)
         self._cache: dict[tuple, Outcome] = {}
         self._job: Job | None = None
+        self._recommended: dict = {}  # the settings the current dataset came with
         self._loader: threading.Thread | None = None
         self._lock = threading.RLock()
         self._pending: queue.SimpleQueue = queue.SimpleQueue()
@@ -325,17 +268,14 @@ class Store(param.Parameterized):
         return image_kind(self.data) if self.data is not None else "image"
 
     def _read_dataset(self, name: str):
-        try:
-            loaded = pvd.datasets.load_dataset(name)
-        except (ImportError, AttributeError):  # no registry yet: phantoms only
-            loaded = pvd.synthetic.make(name)
+        loaded = pvd.datasets.load_dataset(name)
         if isinstance(loaded, xr.Dataset):
             # A phantom knows how many domain levels it has: segment into that many.
             known = {k: loaded.attrs[k] for k in ("patch_size", "stride") if k in loaded.attrs}
             if "n_labels" in loaded.attrs:
                 known["n_domains"] = int(loaded.attrs["n_labels"])
-            return loaded["image"], name, loaded.get("labels"), {**_preset(name), **known}
-        return loaded, name, None, _preset(name)
+            return loaded["image"], name, loaded.get("labels"), {**PRESETS.get(name, {}), **known}
+        return loaded, name, None, PRESETS.get(name, {})
 
     def _set_data(self, image, source, truth=None, recommended=None):
         """Show new data: reset results and apply recommended settings, then retrain."""
@@ -349,12 +289,13 @@ class Store(param.Parameterized):
         if image_kind(image) == "spectral":
             # The model layer's spectral preset (the spectrum averaged over 3 x 3
             # positions, at every position): the settings `fit` is known to accept.
-            spectral = {k: v for k, v in _preset("spectral").items() if k in SETTINGS}
+            spectral = {k: v for k, v in PRESETS.get("spectral", {}).items() if k in SETTINGS}
             settings = {**(spectral or {"patch_size": 3, "stride": 1}), **settings}
         elif "patch_size" not in settings:
             settings["patch_size"] = min(self.patch_size, max(2, smallest // 4))
         settings["patch_size"] = min(settings["patch_size"], smallest)
         self.param.channel.objects = channels
+        self._recommended = dict(settings)
         self._cancel_job()
         with param.parameterized.discard_events(self):
             self.param.update(channel=ALL_CHANNELS, **settings)
@@ -608,7 +549,7 @@ class Store(param.Parameterized):
             from phyvae_dash.models.features import prepare_inputs
             inputs = prepare_inputs(job.image, job.settings["patch_size"], job.settings["stride"],
                                     result.attrs.get("transform", job.settings["transform"]))
-            outcome.inputs = inputs.data
+            outcome.inputs, outcome.channels = inputs.data, list(inputs.channels)
         except Exception:  # the input view then says it has nothing to show
             log.debug("prepare_inputs failed", exc_info=True)
         for name, compute in (("reconstruction", lambda: result.pvd.reconstruct()),
@@ -748,6 +689,8 @@ class Store(param.Parameterized):
         result = outcome.result
         transform = result.attrs.get("transform", "")
         reason = result.attrs.get("transform_reason", "")
+        if transform == self._recommended.get("transform") == self.transform:
+            reason = f"recommended for {self.source}"  # `fit` only saw an explicit choice
         self.param.update(
             result=result, outcome=outcome, labels=labels,
             boundaries=boundaries, boundary_len=length, baseline_labels=baseline_labels,

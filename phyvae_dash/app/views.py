@@ -44,8 +44,13 @@ CARD = dict(sizing_mode="stretch_width", margin=(5, 5), collapsible=False)
 
 
 def card(*objects, title: str, width: int | None = None, **kwargs) -> pn.Card:
-    """A titled card: fixed `width` in pixels, or stretching to fill the row."""
-    options = {**CARD, **({"sizing_mode": "fixed", "width": width} if width else {}), **kwargs}
+    """A titled card: fixed `width` in pixels, or sharing what is left of the row.
+
+    The app lays cards out in wrapping FlexBoxes; a card without a width grows from its
+    ``min_width`` into the space its row leaves (rather than taking a row of its own).
+    """
+    stretch = {"styles": {"flex": f"1 1 {kwargs.get('min_width', 300)}px"}}
+    options = {**CARD, **({"sizing_mode": "fixed", "width": width} if width else stretch), **kwargs}
     return pn.Card(*objects, title=title, **options)
 
 
@@ -777,7 +782,7 @@ class PatchView(View):
             recon = outcome.reconstruction[position]
         if inputs.ndim == 1:
             return self._spectra(inputs, recon, outcome, selection)
-        return self._patches(inputs, recon)
+        return self._patches(inputs, recon, outcome.channels)
 
     def _spectral_axis(self, n):
         data = self.store.data
@@ -800,22 +805,26 @@ class PatchView(View):
         return hv.Overlay(curves).opts(frame_width=PLOT_WIDTH, frame_height=220, legend_position="top_left",
                                        title="Spectrum at the position")
 
-    def _patches(self, inputs, recon):
+    def _patches(self, inputs, recon, channels=()):
         # Patch inputs are (C, p, p): one column per channel, input above reconstruction.
         inputs = inputs[None] if inputs.ndim == 2 else inputs
         recon = None if recon is None else (recon[None] if recon.ndim == 2 else recon)
         n_channels, p = inputs.shape[0], inputs.shape[-1]
+        names = list(channels) if len(channels) == n_channels else [f"ch{c}" for c in range(n_channels)]
         size = 150 if n_channels == 1 else max(70, 260 // n_channels)
         tiles = []
-        for row, (what, patches) in enumerate((("input", inputs), ("reconstruction", recon))):
+        for row, (what, patches) in enumerate((("input", inputs), ("recon.", recon))):
             if patches is None:
                 continue
             for c in range(n_channels):
+                # The input's range for both rows, so that a reconstruction that smooths
+                # the noise away looks smooth, not stretched into a pattern.
                 low, high = float(np.nanmin(inputs[c])), float(np.nanmax(inputs[c]))
-                title = what if n_channels == 1 else f"{what[:5]}. ch{c}"
+                title = what if n_channels == 1 else f"{what} {names[c]}"
                 tiles.append(hv.Image(patches[c][::-1], bounds=(0, 0, p, p)).opts(
                     cmap=IMAGE_CMAP, frame_width=size, frame_height=size, xaxis=None, yaxis=None,
-                    clim=(low, high if high > low else low + 1), title=title, toolbar=None))
+                    clim=(low, high if high > low else low + 1), title=title, toolbar=None,
+                    fontsize={"title": "8pt"}))
         return hv.Layout(tiles).cols(n_channels).opts(shared_axes=False)
 
     def __panel__(self):

@@ -96,16 +96,23 @@ def latent_dataset(model, mu: torch.Tensor, std: torch.Tensor, y, x) -> xr.Datas
     return ds
 
 
-def _patches(values: np.ndarray, input_shape, lead_dims: tuple[str, ...], coords: dict) -> xr.DataArray:
-    """Decoded inputs as a DataArray: ``(*lead, wy, wx[, channel])`` or ``(*lead, feature)``."""
+def _patches(values: np.ndarray, input_shape, lead_dims: tuple[str, ...], coords: dict,
+             channels=None) -> xr.DataArray:
+    """Decoded inputs as a DataArray: ``(*lead, wy, wx[, channel])`` or ``(*lead, feature)``.
+
+    ``channels`` names the model's input channels (``attrs["input_channels"]``, e.g.
+    ``["amplitude", "phase:cos", "phase:sin"]``); the channel coordinate falls back to
+    their index for results saved before fits recorded them.
+    """
     if len(input_shape) == 3:
         c, p, _ = input_shape
         offsets = np.arange(p) - (p - 1) / 2
         coords = {**coords, "wy": offsets, "wx": offsets}
         if c == 1:
             return xr.DataArray(values[..., 0, :, :], dims=(*lead_dims, "wy", "wx"), coords=coords)
+        names = list(channels) if channels is not None and len(channels) == c else list(range(c))
         return xr.DataArray(np.moveaxis(values, -3, -1), dims=(*lead_dims, "wy", "wx", "channel"),
-                            coords=coords)
+                            coords={**coords, "channel": names})
     return xr.DataArray(values, dims=(*lead_dims, "feature"),
                         coords={**coords, "feature": np.arange(input_shape[0])})
 
@@ -144,6 +151,12 @@ class PvdAccessor:
         """The trained `BaseVAE`."""
         return self._entry.model
 
+    @property
+    def _channels(self) -> list | None:
+        names = self._ds.attrs.get("input_channels")
+        # NetCDF hands a one-element list of strings back as a plain string.
+        return [names] if isinstance(names, str) else names
+
     def encode(self, image: xr.DataArray) -> xr.Dataset:
         """Latent maps of another image with this result's model and settings.
 
@@ -179,7 +192,7 @@ class PvdAccessor:
         z = np.asarray(z, dtype=np.float32)
         single = z.ndim == 1
         out = _decode(self.model, z.reshape(-1, z.shape[-1]))
-        da = _patches(out, self.model.input_shape, ("sample",), {})
+        da = _patches(out, self.model.input_shape, ("sample",), {}, self._channels)
         return da.isel(sample=0) if single else da
 
     def reconstruct(self, image: xr.DataArray | None = None) -> xr.DataArray:
@@ -203,7 +216,7 @@ class PvdAccessor:
                                   "disk); pass the image: result.pvd.reconstruct(image)")
         mu, _ = encode_all(entry.model, data)
         out = _decode(entry.model, mu.cpu().numpy()).reshape(len(y), len(x), *entry.model.input_shape)
-        return _patches(out, entry.model.input_shape, ("y", "x"), {"y": y, "x": x})
+        return _patches(out, entry.model.input_shape, ("y", "x"), {"y": y, "x": x}, self._channels)
 
     def manifold(self, n: int = 8, latents: tuple[int, int] = (0, 1),
                  span: tuple[float, float, float, float] | None = None) -> xr.DataArray:
@@ -238,7 +251,7 @@ class PvdAccessor:
         z[..., iu] = u[:, None]
         z[..., iv] = v[None, :] if L > 1 else z[..., iv]
         out = _decode(self.model, z.reshape(n * n, L)).reshape(n, n, *self.model.input_shape)
-        da = _patches(out, self.model.input_shape, ("u", "v"), {"u": u, "v": v})
+        da = _patches(out, self.model.input_shape, ("u", "v"), {"u": u, "v": v}, self._channels)
         da.attrs = {"latents": [int(iu), int(iv)]}
         return da
 

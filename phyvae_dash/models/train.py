@@ -540,6 +540,7 @@ def _fit(image, *, patch_size, stride, latent_dim, boundary_weight, model, trans
         "boundary_loss": boundary_loss,
         "transform": str(inputs.transform),
         "transform_reason": str(getattr(inputs, "reason", "")),
+        "input_channels": [str(c) for c in inputs.channels],
         "epochs": int(epochs),
         "steps_per_epoch": int(steps),
         "tile_size": int(min(ty, tx)),
