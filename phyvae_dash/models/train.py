@@ -330,7 +330,10 @@ def fit(
     map_every : int
         Compute the full latent map for the callback every this many epochs.
     precision : {"auto", "float32", "bfloat16", "float16"}
-        ``"auto"``: bf16 (or fp16) autocast on CUDA, float32 elsewhere.
+        ``"auto"``: bf16 (or fp16) autocast on CUDA, float32 elsewhere. ``"bfloat16"``
+        also runs on the CPU (useful where the CPU has bf16 matrix units, and how the
+        test suite exercises the mixed-precision path without a GPU); ``"float16"``
+        needs CUDA.
     eps : float
         Smoothing of the isotropic TV.
     boundary_scale : {"kl", "none"}
@@ -447,8 +450,9 @@ def _fit(image, *, patch_size, stride, latent_dim, boundary_weight, model, trans
         if dev.type == "cuda":
             precision = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
     if precision in ("bfloat16", "float16"):
-        if dev.type != "cuda":
-            raise SettingsError(f"precision {precision!r} is only used on CUDA (device is {dev.type})")
+        if dev.type != "cuda" and (precision, dev.type) != ("bfloat16", "cpu"):
+            raise SettingsError(f"precision {precision!r} needs CUDA (device is {dev.type}); "
+                                "the CPU takes 'bfloat16' or 'float32'")
         amp_dtype = getattr(torch, precision)
     scaler = torch.amp.GradScaler("cuda", enabled=precision == "float16")
 
