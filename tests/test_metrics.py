@@ -5,6 +5,7 @@ import xarray as xr
 
 from phyvae_dash.analysis.metrics import (
     adjusted_rand_index, boundary_f1, boundary_length_ratio, boundary_scores, labels_on_grid,
+    match_labels,
 )
 from phyvae_dash.errors import DataError
 
@@ -102,3 +103,20 @@ def test_invalid_cells_are_ignored():
     pred = truth.copy(data=truth.values.copy())
     pred.values[0, :] = -1
     assert adjusted_rand_index(pred, truth) == 1.0
+
+
+def test_match_labels_renumbers_domains_after_the_reference():
+    rng = np.random.default_rng(0)
+    reference = xr.DataArray(rng.integers(0, 4, size=(20, 20)), dims=("y", "x"))
+    permutation = np.array([2, 0, 3, 1])
+    labels = reference.copy(data=permutation[reference.values])
+    labels.values[0, :3] = -1  # invalid cells stay invalid
+    matched = match_labels(labels, reference)
+    valid = labels.values >= 0
+    assert (matched.values[valid] == reference.values[valid]).all()
+    assert (matched.values[~valid] == -1).all()
+    # More domains than the reference: the extra one takes a new number.
+    extra = labels.copy(data=np.where(reference.values == 0, 4, labels.values))
+    extra.values[:, 0] = permutation[0]
+    out = match_labels(extra, reference).values
+    assert set(np.unique(out[out >= 0])) == {0, 1, 2, 3, 4}

@@ -583,6 +583,8 @@ class Store(param.Parameterized):
             # The weight-0 fit may come later than the first segmentation (the comparison
             # switched on afterwards). Same number of domains: the boundary lengths compare.
             baseline = pvd.segment(outcome.baseline, n_domains=int(labels.max()) + 1)
+            # Same domain, same number: the two maps are then drawn in the same colours.
+            baseline = pvd.metrics.match_labels(baseline, labels)
             baseline_length = pvd.boundary_length(baseline)
             outcome.segmentations[n_domains] = (labels, boundaries, length, baseline, baseline_length)
         return outcome.segmentations[n_domains]

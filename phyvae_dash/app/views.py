@@ -1000,7 +1000,9 @@ class ComparisonView(View):
                 (f"weight {weight:g}", outcome.result, store.labels, store.boundary_len),
                 ("weight 0", outcome.baseline, labels, store.baseline_len)):
             z = result["z_mean"]
-            panels.append(_grid_image(z.values[0], z, "z0").opts(
+            # A value dimension per weight, so each map gets its own colour range (the
+            # prior shrinks the latents; on a shared range its map would look flat).
+            panels.append(_grid_image(z.values[0], z, f"z0 ({name})").opts(
                 cmap=MAP_CMAP, frame_width=MAP_WIDTH - 30, data_aspect=1, title=f"z0, {name}",
                 colorbar=True))
             values = domains.values.astype(float)
@@ -1008,10 +1010,11 @@ class ComparisonView(View):
             panels.append(_grid_image(values, domains, "domain").opts(
                 cmap=DOMAIN_CMAP, clim=(0, 9), frame_width=MAP_WIDTH - 30, data_aspect=1,
                 title=f"walls {_format_length(length)}"))
-        return hv.Layout(panels).cols(4).opts(shared_axes=True)
+        # One row per weight: the latent map, then its domains and wall length.
+        return hv.Layout(panels).cols(2).opts(shared_axes=True)
 
     def __panel__(self):
-        return card(self._pane, title="Physics prior on / off", min_width=340)
+        return card(self._pane, title="Physics prior on / off", min_width=500)
 
 
 # ============================================================================ export
