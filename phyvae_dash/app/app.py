@@ -47,8 +47,11 @@ class Dashboard(Viewer):
     Examples
     --------
     >>> from phyvae_dash import Dashboard
-    >>> dashboard = Dashboard()        # doctest: +SKIP
-    >>> dashboard.store.wait()         # doctest: +SKIP
+    >>> dashboard = Dashboard()        # opens on the demo and trains in the background
+    >>> dashboard.store.wait()
+    True
+    >>> dashboard.store.labels.dims
+    ('y', 'x')
     """
 
     store = param.ClassSelector(class_=Store)

@@ -152,10 +152,11 @@ class Store(param.Parameterized):
 
     Examples
     --------
-    >>> store = Store(auto_train=False)            # doctest: +SKIP
-    >>> store.param.update(patch_size=8, epochs=2)  # doctest: +SKIP
-    >>> store.train(); store.wait()                 # doctest: +SKIP
-    >>> store.result.z_mean.dims                    # doctest: +SKIP
+    >>> store = Store(auto_train=False)
+    >>> store.patch_size, store.epochs = 8, 2
+    >>> store.train(); store.wait()
+    True
+    >>> store.result.z_mean.dims
     ('latent', 'y', 'x')
     """
 
