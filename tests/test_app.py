@@ -217,7 +217,7 @@ def test_patch_view_reconstruction_matches_its_input_for_multichannel_scans():
     # scrambled order correlated 0.24 here, the right one 0.77.
     assert np.corrcoef(inputs.ravel(), reconstruction.ravel())[0, 1] > 0.6
     # The patch view names each channel as the model sees it, not "ch0".
-    assert store.outcome.channels == ["amplitude", "phase:cos", "phase:sin"]
+    assert store.result.attrs["input_channels"] == ["amplitude", "phase:cos", "phase:sin"]
     titles = [tile.opts.get().kwargs["title"] for tile in PatchView(store=store)._plot(
         outcome=store.outcome).values()]
     assert titles[:3] == ["input amplitude", "input phase:cos", "input phase:sin"]

@@ -133,7 +133,6 @@ class Outcome:
     baseline: xr.Dataset | None = None
     inputs: np.ndarray | None = None         # model inputs (n_y, n_x, *feature_shape)
     reconstruction: np.ndarray | None = None  # same shape as inputs
-    channels: list = field(default_factory=list)  # names of the inputs' channels
     manifold: xr.DataArray | np.ndarray | None = None
     segmentations: dict = field(default_factory=dict)  # n_domains -> labels, walls, lengths
     partial: bool = False  # only the fit (a comparison run): inputs, reconstruction still to do
@@ -550,7 +549,7 @@ class Store(param.Parameterized):
             from phyvae_dash.models.features import prepare_inputs
             inputs = prepare_inputs(job.image, job.settings["patch_size"], job.settings["stride"],
                                     result.attrs.get("transform", job.settings["transform"]))
-            outcome.inputs, outcome.channels = inputs.data, list(inputs.channels)
+            outcome.inputs = inputs.data
         except Exception:  # the input view then says it has nothing to show
             log.debug("prepare_inputs failed", exc_info=True)
         for name, compute in (("reconstruction", lambda: result.pvd.reconstruct()),

@@ -782,7 +782,7 @@ class PatchView(View):
             recon = outcome.reconstruction[position]
         if inputs.ndim == 1:
             return self._spectra(inputs, recon, outcome, selection)
-        return self._patches(inputs, recon, outcome.channels)
+        return self._patches(inputs, recon, outcome.result.attrs.get("input_channels", ()))
 
     def _spectral_axis(self, n):
         data = self.store.data
@@ -810,17 +810,18 @@ class PatchView(View):
         inputs = inputs[None] if inputs.ndim == 2 else inputs
         recon = None if recon is None else (recon[None] if recon.ndim == 2 else recon)
         n_channels, p = inputs.shape[0], inputs.shape[-1]
-        names = list(channels) if len(channels) == n_channels else [f"ch{c}" for c in range(n_channels)]
+        channels = [channels] if isinstance(channels, str) else list(channels)  # as NetCDF reads it
+        names = channels if len(channels) == n_channels else [f"ch{c}" for c in range(n_channels)]
         size = 150 if n_channels == 1 else max(70, 260 // n_channels)
         tiles = []
-        for row, (what, patches) in enumerate((("input", inputs), ("recon.", recon))):
+        for what, short, patches in (("input", "input", inputs), ("reconstruction", "recon.", recon)):
             if patches is None:
                 continue
             for c in range(n_channels):
                 # The input's range for both rows, so that a reconstruction that smooths
                 # the noise away looks smooth, not stretched into a pattern.
                 low, high = float(np.nanmin(inputs[c])), float(np.nanmax(inputs[c]))
-                title = what if n_channels == 1 else f"{what} {names[c]}"
+                title = what if n_channels == 1 else f"{short} {names[c]}"
                 tiles.append(hv.Image(patches[c][::-1], bounds=(0, 0, p, p)).opts(
                     cmap=IMAGE_CMAP, frame_width=size, frame_height=size, xaxis=None, yaxis=None,
                     clim=(low, high if high > low else low + 1), title=title, toolbar=None,
