@@ -1,6 +1,10 @@
-"""The `phyvae-dash` console script: `fit` writes a result and weights; `serve --help`."""
+"""The `phyvae-dash` console script: `fit` writes a result and weights; `serve` answers."""
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 
 import numpy as np
 import pytest
@@ -49,3 +53,37 @@ def test_serve_help():
     assert done.returncode == 0
     for option in ("--port", "--address", "--no-show", "--allow-websocket-origin"):
         assert option in done.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_answers_and_stops(tmp_path):
+    """`phyvae-dash serve` starts a server that sends the dashboard page, and Ctrl+C
+    (SIGINT) stops it cleanly."""
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "phyvae_dash.cli", "serve", "--port", str(port),
+                               "--address", "127.0.0.1", "--no-show"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        page = None
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as answer:
+                    page = answer.read().decode()
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert page is not None, f"no answer from the server; it printed:\n{server.stdout.read() if server.poll() is not None else ''}"
+        assert "phyvae-dash" in page and "<script" in page
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            pytest.fail("the server did not stop on SIGINT")

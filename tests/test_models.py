@@ -114,6 +114,11 @@ def test_each_model_learns(model):
                 transform="patch", kl_warmup=0)
     loss = r.loss_total.values
     assert loss[-3:].mean() < loss[:3].mean()
+    # Learning means the latent maps tell the two lattices apart, not only a lower loss.
+    truth = xr.DataArray((r["x"].values >= 24).astype(int)[None, :].repeat(r.sizes["y"], 0),
+                         dims=("y", "x"), coords={"y": r["y"], "x": r["x"]})
+    labels = pvd.segment(r, n_domains=2)
+    assert pvd.metrics.adjusted_rand_index(labels, truth) > 0.6
     if model != "vae":
         assert r["shift"].dims == ("shift_dim", "y", "x") and r.attrs["shift_prior"] > 1.0
     if model == "rotation":

@@ -98,3 +98,13 @@ def test_multichannel_and_lru(tmp_path, monkeypatch):
     assert not hasattr(xr.Dataset(), "model_id")
     with pytest.raises(PhyvaeDashError, match="not a fit result"):
         xr.Dataset().pvd.model
+
+
+def test_reconstruct_rejects_other_channels():
+    """`reconstruct(image)` checks the image's inputs against the model, as `encode` does."""
+    result = pvd.fit(image(), patch_size=8, stride=4, epochs=1, device="cpu", transform="patch")
+    two_channels = image(channels=2)
+    with pytest.raises(pvd.errors.DataError, match="model takes"):
+        result.pvd.reconstruct(two_channels)
+    with pytest.raises(pvd.errors.DataError, match="model takes"):
+        result.pvd.encode(two_channels)

@@ -226,3 +226,28 @@ def test_mixed_precision_path_trains(model):
 def test_float16_needs_cuda():
     with pytest.raises(SettingsError, match="needs CUDA"):
         pvd.fit(halves(), precision="float16", **FAST)
+
+
+def test_fits_running_at_once_are_independent():
+    """Two fits in two threads of one process give what each gives alone: every random
+    draw comes from the fit's own seed, and neither changes the other's thread count."""
+    rng = np.random.default_rng(1)
+    img = xr.DataArray(np.where(np.arange(32)[None, :] < 16, 0.2, 0.8) + 0.1 * rng.normal(size=(32, 32)),
+                       dims=("y", "x"))
+    settings = dict(patch_size=6, stride=2, epochs=3, device="cpu", transform="patch", num_threads=1)
+    alone = [pvd.fit(img, seed=seed, **settings).z_mean.values for seed in (0, 1)]
+    threads_before = torch.get_num_threads()
+    together = [None, None]
+
+    def run(i):
+        together[i] = pvd.fit(img, seed=i, **settings).z_mean.values
+
+    workers = [threading.Thread(target=run, args=(i,)) for i in (0, 1)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    for a, b in zip(alone, together):
+        np.testing.assert_array_equal(a, b)
+    assert not np.allclose(alone[0], alone[1])
+    assert torch.get_num_threads() == threads_before

@@ -117,6 +117,17 @@ def _patches(values: np.ndarray, input_shape, lead_dims: tuple[str, ...], coords
                         coords={**coords, "feature": np.arange(input_shape[0])})
 
 
+def _model_inputs(model, inputs) -> torch.Tensor:
+    """``inputs.data`` as a flat batch on the model's device, after checking that it has
+    the shape the model was trained on (an image with other channels or settings)."""
+    shape = tuple(inputs.data.shape[2:])
+    if shape != tuple(model.input_shape):
+        raise DataError(f"this image gives inputs of shape {shape}, the model takes "
+                        f"{tuple(model.input_shape)} (different channels or settings)")
+    dev = next(model.parameters()).device
+    return torch.from_numpy(np.ascontiguousarray(inputs.data.reshape(-1, *shape), dtype=np.float32)).to(dev)
+
+
 @torch.no_grad()
 def _decode(model, z: np.ndarray) -> np.ndarray:
     dev = next(model.parameters()).device
@@ -170,12 +181,7 @@ class PvdAccessor:
         a = self._ds.attrs
         inputs = prepare_inputs(image, int(a["patch_size"]), int(a["stride"]), transform=a["transform"])
         model = self.model
-        shape = tuple(inputs.data.shape[2:])
-        if shape != tuple(model.input_shape):
-            raise DataError(f"this image gives inputs of shape {shape}, the model takes "
-                            f"{tuple(model.input_shape)} (different channels or settings)")
-        dev = next(model.parameters()).device
-        data = torch.from_numpy(np.ascontiguousarray(inputs.data.reshape(-1, *shape), dtype=np.float32)).to(dev)
+        data = _model_inputs(model, inputs)
         mu, std = encode_all(model, data)
         ds = latent_dataset(model, mu, std, inputs.y, inputs.x)
         ds.attrs = {k: v for k, v in a.items() if k not in ("elapsed_s", "patches_per_s")}
@@ -206,8 +212,7 @@ class PvdAccessor:
             from .features import prepare_inputs
             a = self._ds.attrs
             inputs = prepare_inputs(image, int(a["patch_size"]), int(a["stride"]), transform=a["transform"])
-            dev = next(entry.model.parameters()).device
-            data = torch.from_numpy(inputs.data.reshape(-1, *inputs.data.shape[2:]).astype(np.float32)).to(dev)
+            data = _model_inputs(entry.model, inputs)
             y, x = inputs.y, inputs.x
         elif entry.inputs is not None:
             data, y, x = entry.inputs, self._ds["y"], self._ds["x"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import platform
+import threading
 import time
 import uuid
 import warnings
@@ -54,6 +55,13 @@ MIN_EPOCHS, MAX_EPOCHS = 8, 200
 #: latents have collapsed and `fit` warns; recorded as ``attrs["latent_spread"]``.
 COLLAPSED_SPREAD = 0.1
 LOSS_NAMES = ("loss_total", "loss_reconstruction", "loss_kl", "loss_boundary")
+
+# torch's weight initialisation draws from the process-wide RNG, and its thread count is
+# process-wide too: fits running at once (dashboard sessions, a notebook's threads) take
+# these locks so that each fit depends on its own seed only.
+_INIT_LOCK = threading.Lock()
+_THREADS_LOCK = threading.Lock()
+_threads_state = {"active": 0, "saved": 0}
 
 
 @dataclass
@@ -385,14 +393,30 @@ def fit(
     (('latent', 'y', 'x'), 3)
     """
     settings = {k: v for k, v in locals().items() if k not in ("image", "num_threads")}
-    threads = torch.get_num_threads()
     if num_threads is None:
         num_threads = max(1, (os.cpu_count() or 2) // 2)
-    torch.set_num_threads(int(num_threads))
+    _enter_threads(int(num_threads))
     try:
         return _fit(image, **settings)
     finally:
-        torch.set_num_threads(threads)
+        _leave_threads()
+
+
+def _enter_threads(num_threads: int) -> None:
+    """Set torch's (process-wide) thread count for the first of concurrent fits; the
+    others share it, and the last one out restores the caller's."""
+    with _THREADS_LOCK:
+        if _threads_state["active"] == 0:
+            _threads_state["saved"] = torch.get_num_threads()
+            torch.set_num_threads(num_threads)
+        _threads_state["active"] += 1
+
+
+def _leave_threads() -> None:
+    with _THREADS_LOCK:
+        _threads_state["active"] -= 1
+        if _threads_state["active"] == 0:
+            torch.set_num_threads(_threads_state["saved"])
 
 
 def _fit(image, *, patch_size, stride, latent_dim, boundary_weight, model, transform, epochs,
@@ -437,9 +461,11 @@ def _fit(image, *, patch_size, stride, latent_dim, boundary_weight, model, trans
         if model == "rotation":
             kwargs["angle_prior"] = float(angle_prior)
 
-    torch.manual_seed(seed)
+    with _INIT_LOCK, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = build_model({"family": model, **kwargs})
     gen = torch.Generator().manual_seed(seed)  # tile offsets: CPU generator, same on any device
-    net = build_model({"family": model, **kwargs})
+    noise_gen = torch.Generator(device=dev).manual_seed(seed)  # reparameterisation noise
     net.to(dev)
     data = torch.from_numpy(data_np).to(dev)
     opt = _adam(net.parameters(), lr)
@@ -478,7 +504,7 @@ def _fit(image, *, patch_size, stride, latent_dim, boundary_weight, model, trans
             ox = torch.randint(0, n_x - tx + 1, (n_tiles, 1, 1), generator=gen)
             idx = ((oy + ar_y) * n_x + (ox + ar_x)).reshape(-1).to(dev)
             with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                terms = net.loss_terms(data[idx])
+                terms = net.loss_terms(data[idx], generator=noise_gen)
             z_tiles = terms["mu"][:, :L].reshape(n_tiles, ty, tx, L).permute(0, 3, 1, 2)
             nelbo = terms["reconstruction"] + beta_t * terms["kl"]
             if boundary_loss == "reference":

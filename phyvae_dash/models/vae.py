@@ -125,8 +125,12 @@ class BaseVAE(nn.Module):
         """Pose latents in physical units (e.g. ``{"shift": px, "angle": rad}``)."""
         return {}
 
-    def loss_terms(self, x: torch.Tensor, sample: bool = True) -> dict[str, torch.Tensor]:
+    def loss_terms(self, x: torch.Tensor, sample: bool = True,
+                   generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Per-sample negative ELBO terms and the posterior.
+
+        ``generator`` draws the reparameterisation noise; `fit` passes its own, so that
+        fits running at once in one process do not share (and reorder) random draws.
 
         Returns
         -------
@@ -135,7 +139,11 @@ class BaseVAE(nn.Module):
             ``(B, latent_dim + n_pose)``.
         """
         mu, std = self.encode(x)
-        z = mu + std * torch.randn_like(std) if sample else mu
+        if sample:
+            noise = torch.randn(std.shape, generator=generator, device=std.device, dtype=std.dtype)
+            z = mu + std * noise
+        else:
+            z = mu
         out = self.decoder_output(z).float()
         x = x.float()
         if self.likelihood == "bernoulli":
