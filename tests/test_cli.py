@@ -79,7 +79,7 @@ def test_serve_answers_and_stops(tmp_path):
             except OSError:
                 time.sleep(0.5)
         assert page is not None, f"no answer from the server; it printed:\n{server.stdout.read() if server.poll() is not None else ''}"
-        assert "phyvae-dash" in page and "<script" in page
+        assert "<title>phyVAE-dash" in page and "<script" in page
     finally:
         server.send_signal(signal.SIGINT)
         try:

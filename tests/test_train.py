@@ -10,6 +10,7 @@ from sklearn.metrics import adjusted_rand_score
 import phyvae_dash as pvd
 from phyvae_dash.errors import FitCancelled, FitDiverged, SettingsError
 from phyvae_dash.models import train
+from phyvae_dash.models.base import BaseVAE
 from phyvae_dash.models.train import DEFAULT_BOUNDARY_WEIGHT, Progress, auto_epochs, pick_device
 
 FAST = dict(patch_size=8, stride=2, epochs=3, device="cpu")
@@ -92,12 +93,10 @@ def test_seed_reproducible_on_cpu():
 
 
 def test_nan_raises_fit_diverged(monkeypatch):
-    from phyvae_dash.models.vae import BaseVAE
-
     original = BaseVAE.loss_terms
 
-    def poisoned(self, x, sample=True):
-        terms = original(self, x, sample)
+    def poisoned(self, x, sample=True, generator=None):
+        terms = original(self, x, sample, generator)
         terms["reconstruction"] = terms["reconstruction"] * float("nan")
         return terms
 

@@ -28,6 +28,7 @@ import torch
 import xarray as xr
 
 from ..errors import DataError, PhyvaeDashError
+from .registry import build_model
 
 MAX_MODELS = 32
 #: attrs that are lists of strings, whatever their length (restored by `open_result`).
@@ -303,7 +304,6 @@ def load_weights(path):
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    from .vae import build_model
 
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
@@ -326,7 +326,6 @@ def model_from_bytes(data: bytes):
     """Rebuild a model (on the CPU) from `weights_to_bytes`'s output."""
     from safetensors.torch import load
 
-    from .vae import build_model
 
     # The metadata sits in the header: 8 bytes of little-endian length, then JSON.
     header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])

@@ -8,10 +8,8 @@ from __future__ import annotations
 import torch
 
 from .shift_vae import ShiftVAE
-from .vae import register
 
 
-@register("rotation")
 class RotVAE(ShiftVAE):
     """VAE with an angle latent and two shift latents; patches ``(C, p, p)`` only.
 
@@ -28,6 +26,8 @@ class RotVAE(ShiftVAE):
     >>> sorted(m.pose_units(mu[:, 2:]))
     ['angle', 'shift']
     """
+
+    family = "rotation"
 
     def __init__(self, input_shape, latent_dim: int = 2, likelihood: str = "bernoulli",
                  hidden: int = 128, shift_prior: float = 2.0, decoder_hidden: int = 32,

@@ -15,10 +15,9 @@ from __future__ import annotations
 import torch
 
 from .nets import CoordDecoder, coordinate_grid
-from .vae import BaseVAE, register
+from .base import BaseVAE
 
 
-@register("shift")
 class ShiftVAE(BaseVAE):
     """VAE with translation latents; patches ``(C, p, p)`` or vectors ``(F,)``.
 
@@ -52,6 +51,8 @@ class ShiftVAE(BaseVAE):
     >>> tuple(mu.shape), tuple(m.decode(mu).shape)
     ((4, 4), (4, 1, 12, 12))
     """
+
+    family = "shift"
 
     def __init__(self, input_shape, latent_dim: int = 2, likelihood: str = "bernoulli",
                  hidden: int = 128, shift_prior: float = 2.0, decoder_hidden: int = 32,

@@ -27,7 +27,7 @@ from ..errors import FitCancelled, FitDiverged, SettingsError
 from . import persist
 from .losses import DEFAULT_EPS, reference_boundary_term
 from .losses import boundary_loss as tv_loss
-from .vae import build_model
+from .registry import MODELS, build_model
 
 #: Default weight of the TV boundary loss. With ``boundary_scale="kl"`` (default) it is
 #: dimensionless: a wall density of one grid step of wall (jump of one prior std) per
@@ -44,7 +44,6 @@ from .vae import build_model
 DEFAULT_BOUNDARY_WEIGHT = 3.0
 #: Weight ``w`` of the authors' multiplicative form ``(w + term) * ELBO``.
 DEFAULT_REFERENCE_WEIGHT = 0.5
-MODELS = ("vae", "shift", "rotation")
 BOUNDARY_LOSSES = ("tv", "anisotropic", "reference", "none")
 BOUNDARY_UNITS = ("spread", "prior")
 #: Patch visits the automatic epoch rule aims at, per model family (the invariant
