@@ -456,6 +456,8 @@ def boundary_map(labels) -> xr.DataArray:
            [0, 1, 1, 0]])
     """
     labels = _as_labels(labels)
+    # Not skimage.segmentation.find_boundaries: it would mark the cells beside invalid
+    # (negative) ones as walls; these edge masks also give `boundary_length`.
     vertical, horizontal = _label_edges(np.asarray(labels.values))
     wall = np.zeros(labels.shape, dtype=bool)
     wall[1:, :] |= vertical

@@ -38,6 +38,8 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 from scipy import ndimage
+from skimage.morphology import remove_small_objects
+from skimage.segmentation import expand_labels, find_boundaries
 
 from ..errors import SettingsError
 
@@ -87,15 +89,7 @@ def label_boundaries(labels) -> np.ndarray:
     array([[0, 1, 1, 0],
            [0, 1, 1, 0]])
     """
-    lab = np.asarray(labels)
-    edges = np.zeros(lab.shape, dtype=bool)
-    step_y = lab[1:] != lab[:-1]
-    step_x = lab[:, 1:] != lab[:, :-1]
-    edges[1:] |= step_y
-    edges[:-1] |= step_y
-    edges[:, 1:] |= step_x
-    edges[:, :-1] |= step_x
-    return edges
+    return find_boundaries(np.asarray(labels), connectivity=1, mode="thick")
 
 
 def _check_shape(shape) -> tuple[int, int]:
@@ -211,17 +205,15 @@ def _absorb_specks(labels, min_area):
     labyrinth bubble) that no patch could resolve; each speck pixel takes the label
     of the nearest pixel outside any speck.
     """
-    speck = np.zeros(labels.shape, dtype=bool)
+    # remove_small_objects works on one label's pieces at a time (connected components
+    # of equal value); expand_labels then grows the surviving pieces into the holes.
+    kept = np.zeros(labels.shape, dtype=np.int64)
     for value in np.unique(labels):
-        parts, n_parts = ndimage.label(labels == value)
-        areas = np.bincount(parts.ravel(), minlength=n_parts + 1)
-        small = areas < min_area
-        small[0] = False
-        speck |= small[parts]
-    if not speck.any() or speck.all():
+        pieces = remove_small_objects(labels == value, max_size=int(np.ceil(min_area)) - 1)
+        kept[pieces] = value + 1
+    if not kept.any() or kept.all():
         return labels
-    nearest = ndimage.distance_transform_edt(speck, return_distances=False, return_indices=True)
-    return labels[tuple(nearest)]
+    return expand_labels(kept, distance=max(labels.shape)) - 1
 
 
 def _row_shifts(rng, ny, jitter_px):

@@ -38,6 +38,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.fft
 import xarray as xr
+from scipy import ndimage
+from scipy.stats import median_abs_deviation
+from skimage.measure import block_reduce
 
 from ..data.patches import extract_patches
 from ..errors import DataError, SettingsError
@@ -303,16 +306,10 @@ def _peak_ratio(image: xr.DataArray, max_period: float | None = None):
     band = (k >= 1.0 / max_period) & (k <= 1.0 / MIN_LATTICE_PERIOD_PX)
     if band.sum() < 16:
         return None, None
-    # Median over each ring, vectorised: sort by (ring, power) and pick the middle.
-    idx = np.flatnonzero(band)
-    r = ring.ravel()[idx]
-    p = power.ravel()[idx]
-    order = np.lexsort((p, r))
-    r, p = r[order], p[order]
-    rings, starts = np.unique(r, return_index=True)
-    counts = np.diff(np.append(starts, len(r)))
+    # The background under a reflection: the median power over its ring of |k|.
+    rings = np.unique(ring[band])
     background = np.zeros(ring.max() + 1)
-    background[rings] = p[starts + counts // 2]
+    background[rings] = ndimage.median(power, labels=np.where(band, ring, -1), index=rings)
     # The floor keeps a band where a smooth image has (numerically) no power at all
     # from producing huge ratios out of round-off.
     floor = 0.1 * power[band].mean() + 1e-30
@@ -420,10 +417,10 @@ def fft_features(patches: np.ndarray, pool: int | None = None,
 def _pool_power(power: np.ndarray, pool: int) -> np.ndarray:
     """Average power over pool x pool bins of the (fftshifted in ky) half plane."""
     power = np.fft.fftshift(power, axes=1)
-    n, py, px, c = power.shape
-    py2, px2 = py // pool * pool, px // pool * pool
-    power = power[:, :py2, :px2]
-    return power.reshape(n, py2 // pool, pool, px2 // pool, pool, c).mean(axis=(2, 4))
+    _, py, px, _ = power.shape
+    # Whole blocks only: block_reduce would pad a partial block with zeros.
+    power = power[:, : py // pool * pool, : px // pool * pool]
+    return block_reduce(power, (1, pool, pool, 1), np.mean)
 
 
 def _window_mean(patches: np.ndarray) -> np.ndarray:
@@ -446,13 +443,14 @@ def _noise_std(block: np.ndarray) -> np.ndarray:
     """
     diffs = []
     if block.shape[0] > 1:
-        diffs.append(np.abs(np.diff(block, axis=0)).reshape(-1, block.shape[-1]))
+        diffs.append(np.diff(block, axis=0).reshape(-1, block.shape[-1]))
     if block.shape[1] > 1:
-        diffs.append(np.abs(np.diff(block, axis=1)).reshape(-1, block.shape[-1]))
+        diffs.append(np.diff(block, axis=1).reshape(-1, block.shape[-1]))
     if not diffs:
         return np.ones(block.shape[-1], dtype=np.float32)
-    mad = np.median(np.concatenate(diffs, axis=0), axis=0)
-    return (1.4826 * mad / np.sqrt(2)).astype(np.float32)
+    # A difference of two independent noisy values has sqrt(2) times their noise.
+    mad = median_abs_deviation(np.concatenate(diffs, axis=0), axis=0, scale="normal")
+    return (mad / np.sqrt(2)).astype(np.float32)
 
 
 def _centre_scale(block: np.ndarray) -> np.ndarray:
