@@ -14,10 +14,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pint
 import xarray as xr
 from scipy import ndimage
 from threadpoolctl import threadpool_limits
 
+from ..data.units import UREG, convert
 from ..errors import DataError, SettingsError
 
 METHODS = ("auto", "gmm", "tied", "kmeans", "otsu")
@@ -40,13 +42,15 @@ class Length(float):
     """A float that also carries its physical ``units`` (``attrs["units"]``).
 
     It behaves as a plain ``float`` in arithmetic, comparisons and formatting;
-    arithmetic results are plain floats without units.
+    arithmetic results are plain floats without units. `to` converts it (through pint).
 
     Examples
     --------
     >>> length = Length(12.5, units="nm")
     >>> length + 1.0, length.units, length.attrs
     (13.5, 'nm', {'units': 'nm'})
+    >>> length.to("µm")
+    Length(0.0125, units='µm')
     """
 
     def __new__(cls, value: float, units: str = "px"):
@@ -57,6 +61,15 @@ class Length(float):
     @property
     def units(self) -> str:
         return self.attrs["units"]
+
+    @property
+    def quantity(self) -> pint.Quantity:
+        """The length as a `pint.Quantity` (in `phyvae_dash.data.units.UREG`)."""
+        return UREG.Quantity(float(self), self.units)
+
+    def to(self, units: str) -> "Length":
+        """The same length in other units (``"nm"``, ``"µm"``, ...)."""
+        return Length(convert(float(self), self.units, units), units=units)
 
     def __repr__(self) -> str:
         return f"Length({float(self)!r}, units={self.units!r})"

@@ -39,6 +39,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import DataError
+from .units import clean_units, is_length, readable_length
 
 __all__ = ["load", "list_channels", "FILL_NAN_METHODS", "SUPPORTED_EXTENSIONS"]
 
@@ -69,9 +70,6 @@ _UNSUPPORTED_HINTS = {
     ".sxm": "Nanonis .sxm is not read by rosettasciio; export the scan to HDF5 or TIFF",
 }
 
-_LENGTH_PREFIXES = ((1e-12, "pm"), (1e-9, "nm"), (1e-6, "µm"), (1e-3, "mm"), (1.0, "m"))
-_LENGTH_UNITS = {"m", "mm", "µm", "nm", "pm", "Å", "A", "angstrom"}
-_ANGLE_UNITS = {"deg", "degree", "degrees", "°", "rad", "radian", "radians"}
 _MAX_METADATA_ENTRIES = 40
 
 
@@ -322,11 +320,11 @@ def _use_common_spatial_units(channels: list[_Channel]) -> list[_Channel]:
     then has x/y in "deg"); the scan grid is the same for all channels, so take the
     spatial coordinates from a channel whose x/y units are lengths.
     """
-    good = next((c for c in channels if c.coords["x"][1]["units"] in _LENGTH_UNITS), None)
+    good = next((c for c in channels if is_length(c.coords["x"][1]["units"])), None)
     if good is None:
         return channels
     for c in channels:
-        if c.coords["x"][1]["units"] not in _LENGTH_UNITS and \
+        if not is_length(c.coords["x"][1]["units"]) and \
                 c.data.shape[:2] == good.data.shape[:2]:
             c.coords["y"], c.coords["x"] = good.coords["y"], good.coords["x"]
     return channels
@@ -416,7 +414,7 @@ def _read_rsciio(path: Path, plugin: str, **options) -> list[_Channel]:
             else:
                 values = ax.get("offset", 0.0) + ax.get("scale", 1.0) * np.arange(size)
             calibrated.append((str(ax.get("name") or ""), values,
-                               {"units": _clean_units(ax.get("units"))}))
+                               {"units": clean_units(ax.get("units"))}))
         nav = [bool(ax.get("navigate", False)) for ax in axes]
         if data.ndim == 2:
             dims = ["y", "x"]
@@ -481,7 +479,7 @@ def _tiff_pixel_size(tif, page):
     unit = imagej.get("unit")
     resunit = int(getattr(tags.get("ResolutionUnit"), "value", 1))
     if unit and unit.lower() not in ("pixel", "pixels", ""):
-        return tuple(1.0 / p for p in per_unit), _clean_units(unit)
+        return tuple(1.0 / p for p in per_unit), clean_units(unit)
     if resunit == 3:  # centimetre
         return tuple(1e4 / p for p in per_unit), "µm"
     return None, "px"
@@ -596,7 +594,7 @@ def _apply_json_sidecar(path: Path, channels: list[_Channel]) -> None:
             if isinstance(fov, (int, float)):
                 step = fov / n
             if isinstance(step, (int, float)):
-                c.coords[dim] = (np.arange(n) * float(step), {"units": _clean_units(units)})
+                c.coords[dim] = (np.arange(n) * float(step), {"units": clean_units(units)})
 
 
 # ------------------------------------------------------------- Igor binary wave
@@ -891,14 +889,14 @@ def _assemble(channels: list[_Channel], path: Path, fmt: str) -> xr.DataArray:
     coords = {}
     for dim, (values, attrs) in first.coords.items():
         values, attrs = np.asarray(values, float), dict(attrs)
-        attrs["units"] = _clean_units(attrs.get("units")) or ("px" if dim in ("y", "x") else "")
+        attrs["units"] = clean_units(attrs.get("units")) or ("px" if dim in ("y", "x") else "")
         if attrs["units"] == "m":
-            values, attrs["units"] = _readable_length(values)
+            values, attrs["units"] = readable_length(values)
         coords[dim] = (dim, values, attrs)
     data = np.stack([c.data for c in channels], axis=-1) if len(channels) > 1 else first.data
     if data.dtype.kind in "biu":  # integer counts: models and NaN fill need floats
         data = data.astype(np.float32)
-    units = [_clean_units(c.units) for c in channels]
+    units = [clean_units(c.units) for c in channels]
     phase = []
     for i, c in enumerate(channels):
         if c.is_phase if c.is_phase is not None else _is_phase(c.name, units[i]):
@@ -971,30 +969,6 @@ def _is_phase(name: str, units: str) -> bool:
     if lower.endswith(("_cos", "_sin")):
         return False
     return "phase" in lower or units in ("deg", "rad")
-
-
-def _clean_units(units) -> str:
-    """Normalise unit spellings (``um``/``micron``/Greek mu -> ``µm``, degree -> ``deg``)."""
-    if units is None:
-        return ""
-    if isinstance(units, bytes):
-        units = units.decode(errors="replace")
-    units = str(units).strip().replace("\u03bc", "\u00b5")
-    aliases = {"um": "µm", "micron": "µm", "microns": "µm", "nanometer": "nm",
-               "nanometers": "nm", "<undefined>": "", "degree": "deg", "degrees": "deg",
-               "°": "deg", "radian": "rad", "radians": "rad", "pixel": "px",
-               "pixels": "px", "angstrom": "Å", "A": "Å"}
-    return aliases.get(units, aliases.get(units.lower(), units))
-
-
-def _readable_length(values: np.ndarray) -> tuple[np.ndarray, str]:
-    """Metres to the prefix that puts the scan size between 1 and 1000 (2e-6 m -> 2 µm)."""
-    extent = float(np.nanmax(np.abs(values))) if values.size else 0.0
-    if extent == 0.0:
-        return values, "m"
-    factor, units = next(((f, u) for f, u in reversed(_LENGTH_PREFIXES) if extent >= f),
-                         _LENGTH_PREFIXES[0])
-    return values / factor, units
 
 
 def _safe_dim_name(name: str) -> str:

@@ -24,6 +24,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import DataError, SettingsError
+from .units import clean_units, is_angle
 
 __all__ = ["flatten", "correct_scan_lines", "clip_outliers", "downsample", "phase_to_cos_sin"]
 
@@ -369,8 +370,8 @@ def _circular_bin(image, binned, phases, fy, fx):
 
 def _in_degrees(values: np.ndarray, unit: str) -> bool:
     """Degrees if the units say so; where they do not, a range wider than 2π."""
-    if unit in ("deg", "rad"):
-        return unit == "deg"
+    if is_angle(unit):
+        return clean_units(unit) == "deg"
     return bool(np.nanmax(values) - np.nanmin(values) > 2 * math.pi * 1.05)
 
 

@@ -43,6 +43,7 @@ from scipy.stats import median_abs_deviation
 from skimage.measure import block_reduce
 
 from ..data.patches import extract_patches
+from ..data.units import is_angle, to_radians
 from ..errors import DataError, SettingsError
 
 __all__ = ["TRANSFORMS", "PRESETS", "SEGMENT_PRESETS", "Inputs", "prepare_inputs",
@@ -69,8 +70,6 @@ MIN_LATTICE_PERIOD_PX = 3.0
 #: spectrum average-pooled down to this size.
 MAX_FFT_FEATURES = 600
 
-_ANGLE_UNITS = {"deg": np.pi / 180, "degree": np.pi / 180, "degrees": np.pi / 180,
-                "°": np.pi / 180, "rad": 1.0, "radian": 1.0, "radians": 1.0}
 
 
 @dataclass
@@ -185,8 +184,8 @@ def phase_channel_indices(image: xr.DataArray) -> dict[int, float]:
     marked = {str(m) for m in marked}
     out = {}
     for i, (name, unit) in enumerate(zip(names, units)):
-        if unit in _ANGLE_UNITS:
-            out[i] = _ANGLE_UNITS[unit]
+        if is_angle(unit):
+            out[i] = to_radians(unit)
         elif name in marked:
             # Marked as phase without a unit: degrees if the values exceed 2 pi.
             values = np.asarray(image.data if image.ndim == 2 else image.data[..., i])

@@ -463,8 +463,15 @@ def _fit(image, *, patch_size, stride, latent_dim, boundary_weight, model, trans
     with _INIT_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = build_model({"family": model, **kwargs})
+        after_init = torch.get_rng_state()
     gen = torch.Generator().manual_seed(seed)  # tile offsets: CPU generator, same on any device
-    noise_gen = torch.Generator(device=dev).manual_seed(seed)  # reparameterisation noise
+    # Reparameterisation noise: the stream the process-wide generator would have given
+    # after seeding and initialising, so that a seed gives the same fit as before.
+    noise_gen = torch.Generator(device=dev)
+    if dev.type == "cpu":
+        noise_gen.set_state(after_init)
+    else:
+        noise_gen.manual_seed(seed)
     net.to(dev)
     data = torch.from_numpy(data_np).to(dev)
     opt = _adam(net.parameters(), lr)
