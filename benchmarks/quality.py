@@ -52,6 +52,8 @@ import argparse
 import json
 import time
 
+import pandas as pd
+
 import phyvae_dash as pvd
 from phyvae_dash.analysis import metrics
 from phyvae_dash.models.features import PRESETS, SEGMENT_PRESETS, preset_for
@@ -201,13 +203,14 @@ def print_table(kind: str, size: int, rows: dict, settings: dict,
     noise = ", ".join(f"{k}={v}" for k, v in (phantom_settings or {}).items())
     noise = f"; phantom: {noise}" if noise else "; default noise"
     print(f"\n{kind} ({size} x {size}{noise}; preset: {shown})")
-    print(f"{'method':<20}{'inputs':<11}{'ARI':>7}{'(min-max)':>13}{'bF1':>7}"
-          f"{'len pred/true':>15}{'fit s':>8}")
+    table = []
     for name, r in rows.items():
         low, high = r.get("ARI_range", (r["ARI"], r["ARI"]))
-        spread = f"{low:.2f}-{high:.2f}" if high > low else ""
-        print(f"{name:<20}{r['transform']:<11}{r['ARI']:>7.3f}{spread:>13}{r['F1']:>7.3f}"
-              f"{r['length']:>15.2f}{r['seconds']:>8.1f}")
+        table.append({"method": name, "inputs": r["transform"], "ARI": f"{r['ARI']:.3f}",
+                      "(min-max)": f"{low:.2f}-{high:.2f}" if high > low else "",
+                      "bF1": f"{r['F1']:.3f}", "len pred/true": f"{r['length']:.2f}",
+                      "fit s": f"{r['seconds']:.1f}"})
+    print(pd.DataFrame(table).to_markdown(index=False, disable_numparse=True))
     for against, scores in compare(rows).items():
         parts = [f"{'bF1' if m == 'F1' else m} {mean:+.3f} ({low:+.3f} to {high:+.3f}) {verdict}"
                  for m, (mean, low, high, verdict) in scores.items()]

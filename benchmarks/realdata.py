@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 import phyvae_dash as pvd
 from phyvae_dash.analysis import realdata as rd
@@ -105,14 +106,7 @@ def run_case(data: Path, label: str, file: str, channels, check, epochs=None, se
 
 
 def print_table(rows: list[dict]) -> None:
-    columns = list(rows[0])
-    cells = [[f"{r[c]:.1f}" if isinstance(r[c], float) else str(r[c]) for c in columns]
-             for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
-    print("  ".join("-" * w for w in widths))
-    for row in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+    print(pd.DataFrame(rows).to_markdown(index=False, floatfmt=".1f"))
 
 
 def main(argv=None) -> None:

@@ -71,6 +71,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 HERE = Path(__file__).resolve().parent
@@ -129,15 +130,8 @@ def table_row(name, inputs, batch, rate, cpu_rate, flops_per_patch, peak, note="
 
 
 def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
-    line = "  ".join("-" * w for w in widths)
     print(f"\n{title}")
-    print(line)
-    print("  ".join(str(h).ljust(w) for h, w in zip(header, widths)))
-    print(line)
-    for row in rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
-    print(line)
+    print(pd.DataFrame(rows, columns=header).to_markdown(index=False))
 
 
 # ------------------------------------------------------------------------ our models
