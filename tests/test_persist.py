@@ -108,3 +108,14 @@ def test_reconstruct_rejects_other_channels():
         result.pvd.reconstruct(two_channels)
     with pytest.raises(pvd.errors.DataError, match="model takes"):
         result.pvd.encode(two_channels)
+
+
+def test_every_list_attr_survives_netcdf(tmp_path):
+    """One-item and empty lists come back as lists, whatever their key (the codec names
+    the list attrs; NetCDF alone would return a one-item list as a scalar)."""
+    r = pvd.fit(image(), patch_size=8, stride=4, epochs=1, device="cpu", transform="patch")
+    r.attrs.update({"notes": ["one"], "empty": [], "ints": [3], "flag": True})
+    back = pvd.open_result(r.pvd.save(tmp_path / "r.nc"))
+    assert back.attrs["notes"] == ["one"] and back.attrs["empty"] == [] and back.attrs["ints"] == [3]
+    assert back.attrs["input_channels"] == list(r.attrs["input_channels"])
+    assert back.attrs["preprocessing"] == ["flatten(order=1)"] and back.attrs["flag"] == 1

@@ -32,6 +32,7 @@ import numpy as np
 import xarray as xr
 
 from ..data import preprocess as pp
+from ..data.channels import channel_names, is_spectral, phase_names
 from ..errors import DataError
 
 __all__ = ["is_spectral", "looks_like_spm", "prepare", "recommended_settings",
@@ -49,22 +50,6 @@ SPM_NAMES = re.compile(r"height|topo|amplitude|phase|deflection|trace|retrace|z 
 MAX_SIDE = 256
 
 
-def is_spectral(image: xr.DataArray) -> bool:
-    """True for ``(y, x, <spectral>)`` data: a spectrum per scan position."""
-    return image.ndim == 3 and image.dims[2] != "channel"
-
-
-def _channel_names(image: xr.DataArray) -> list[str]:
-    if image.ndim == 3 and image.dims[2] == "channel":
-        return [str(c) for c in image.channel.values]
-    return [str(image.attrs.get("long_name") or image.name or "")]
-
-
-def _phase_names(image: xr.DataArray) -> list[str]:
-    value = image.attrs.get("phase_channels", [])
-    return [value] if isinstance(value, str) else [str(v) for v in np.atleast_1d(value)]
-
-
 def looks_like_spm(image: xr.DataArray) -> bool:
     """True when the channels are SPM signals (height, amplitude, phase, ...).
 
@@ -73,7 +58,7 @@ def looks_like_spm(image: xr.DataArray) -> bool:
     """
     if is_spectral(image):
         return False
-    return bool(_phase_names(image)) or any(SPM_NAMES.search(n) for n in _channel_names(image))
+    return bool(phase_names(image)) or any(SPM_NAMES.search(n) for n in channel_names(image))
 
 
 def prepare(image: xr.DataArray, *, max_side: int = MAX_SIDE,
@@ -115,7 +100,7 @@ def prepare(image: xr.DataArray, *, max_side: int = MAX_SIDE,
      'clip_outliers(percentile=(0.1, 99.9))', 'downsample(factor=2)']
     """
     if looks_like_spm(image):
-        names, phases = _channel_names(image), set(_phase_names(image))
+        names, phases = channel_names(image), set(phase_names(image))
         signals = [n for n in names if n not in phases]
         topography = [n for n in signals if TOPOGRAPHY.search(n)]
         multi = image.ndim == 3
@@ -181,19 +166,19 @@ def recommended_settings(image: xr.DataArray) -> dict:
 
 def _angles(image: xr.DataArray, channel) -> tuple[np.ndarray, str]:
     """The phase channel in radians, and its name."""
-    phases = _phase_names(image)
+    phases = phase_names(image)
     if channel is None:
         if not phases:
             raise DataError("phase_domains: the image has no phase channel "
                             "(attrs['phase_channels'] is empty); name one with channel=")
         channel = phases[0]
     if image.ndim == 3:
-        if image.dims[2] != "channel" or channel not in _channel_names(image):
+        if image.dims[2] != "channel" or channel not in channel_names(image):
             raise DataError(f"phase_domains: no channel {channel!r}; channels: "
-                            f"{_channel_names(image)}")
+                            f"{channel_names(image)}")
         values = image.sel(channel=channel).values
         units = image.attrs.get("channel_units")
-        unit = (str(units[_channel_names(image).index(channel)])
+        unit = (str(units[channel_names(image).index(channel)])
                 if isinstance(units, (list, tuple)) else "")
     else:
         values, unit = image.values, str(image.attrs.get("units", ""))

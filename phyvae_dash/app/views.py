@@ -25,6 +25,8 @@ import xarray as xr
 from holoviews import streams
 from panel.viewable import Viewer
 
+from phyvae_dash.data.attrs import as_list
+
 from .store import Store
 
 hv.extension("bokeh", logo=False)
@@ -810,7 +812,7 @@ class PatchView(View):
         inputs = inputs[None] if inputs.ndim == 2 else inputs
         recon = None if recon is None else (recon[None] if recon.ndim == 2 else recon)
         n_channels, p = inputs.shape[0], inputs.shape[-1]
-        channels = [channels] if isinstance(channels, str) else list(channels)  # as NetCDF reads it
+        channels = as_list(channels)  # NetCDF gives a one-item list back as a str
         names = channels if len(channels) == n_channels else [f"ch{c}" for c in range(n_channels)]
         size = 150 if n_channels == 1 else max(70, 260 // n_channels)
         tiles = []

@@ -24,6 +24,8 @@ import numpy as np
 import xarray as xr
 
 from ..errors import DataError, SettingsError
+from .attrs import as_list
+from .channels import channel_units, phase_names
 from .units import clean_units, is_angle
 
 __all__ = ["flatten", "correct_scan_lines", "clip_outliers", "downsample", "phase_to_cos_sin"]
@@ -188,7 +190,7 @@ def downsample(image: xr.DataArray, factor) -> xr.DataArray:
         image = image.assign_coords({d: (d, np.arange(image.sizes[d], dtype=float), {"units": "px"})
                                      for d in ("y", "x") if d not in image.coords})
     binned = image.coarsen(y=fy, x=fx, boundary="trim").mean(keep_attrs=True)
-    phases = [name for name in _phase_names(image)]
+    phases = [name for name in phase_names(image)]
     if phases:
         binned = _circular_bin(image, binned, phases, fy, fx)
     for d in ("y", "x"):
@@ -233,16 +235,16 @@ def phase_to_cos_sin(image: xr.DataArray, channel=None) -> xr.DataArray:
     multi = _as_channels(image)
     names = [str(n) for n in multi.channel.values]
     if channel is None:
-        wanted = [n for n in _phase_names(image) if n in names]
+        wanted = [n for n in phase_names(image) if n in names]
         if not wanted:
             raise DataError("phase_to_cos_sin: the image has no phase channel "
                             f"(attrs['phase_channels'] is empty); channels: {names}")
     else:
-        wanted = [channel] if isinstance(channel, str) else list(channel)
+        wanted = as_list(channel)
     missing = [n for n in wanted if n not in names]
     if missing:
         raise DataError(f"phase_to_cos_sin: no channel {missing[0]!r}; channels: {names}")
-    units = _channel_units(multi)
+    units = channel_units(multi)
     pieces, new_names, new_units = [], [], []
     for name, unit in zip(names, units):
         values = multi.sel(channel=name).values
@@ -259,7 +261,7 @@ def phase_to_cos_sin(image: xr.DataArray, channel=None) -> xr.DataArray:
     attrs.pop("units", None)
     attrs.pop("long_name", None)
     attrs["channel_units"] = new_units
-    attrs["phase_channels"] = [n for n in _phase_names(image) if n not in wanted]
+    attrs["phase_channels"] = [n for n in phase_names(image) if n not in wanted]
     out = xr.DataArray(
         np.stack(pieces, axis=-1), dims=("y", "x", "channel"),
         coords={**{d: multi[d] for d in ("y", "x") if d in multi.coords}, "channel": new_names},
@@ -280,11 +282,6 @@ def _check_image(image, what: str) -> None:
         raise DataError(f"{what}: the image is empty ({dict(image.sizes)})")
 
 
-def _phase_names(image: xr.DataArray) -> list[str]:
-    value = image.attrs.get("phase_channels", [])
-    return [value] if isinstance(value, str) else [str(v) for v in np.atleast_1d(value)]
-
-
 def _as_channels(image: xr.DataArray) -> xr.DataArray:
     """A 2-D image as a one-channel ``(y, x, channel)`` array named after the image."""
     if image.ndim == 3:
@@ -295,20 +292,13 @@ def _as_channels(image: xr.DataArray) -> xr.DataArray:
     return image.expand_dims(channel=[name], axis=-1)
 
 
-def _channel_units(multi: xr.DataArray) -> list[str]:
-    units = multi.attrs.get("channel_units")
-    if units is None:
-        return [str(multi.attrs.get("units", ""))] * multi.sizes["channel"]
-    return [units] if isinstance(units, str) else [str(u) for u in units]
-
-
 def _selected_cube(image: xr.DataArray, channels):
     """The data as ``(y, x, n)`` and the indices along the third dim to process."""
     cube = np.asarray(image.values)
     if image.ndim == 2:
         # A lone phase channel must not be levelled either: its two levels are the data.
         name = str(image.attrs.get("long_name") or image.name or "image")
-        if channels is None and name in _phase_names(image):
+        if channels is None and name in phase_names(image):
             return cube[..., :0], []
         return cube[..., None], [0]
     n = cube.shape[2]
@@ -316,10 +306,10 @@ def _selected_cube(image: xr.DataArray, channels):
         return cube, list(range(n))
     names = [str(c) for c in image.channel.values]
     if channels is None:
-        phases = set(_phase_names(image))
+        phases = set(phase_names(image))
         selected = [i for i, c in enumerate(names) if c not in phases]
     else:
-        wanted = [channels] if isinstance(channels, str) else list(channels)
+        wanted = as_list(channels)
         missing = [c for c in wanted if c not in names]
         if missing:
             raise DataError(f"no channel {missing[0]!r}; channels: {names}")
@@ -350,7 +340,7 @@ def _channels_note(image: xr.DataArray, selected) -> str:
 def _circular_bin(image, binned, phases, fy, fx):
     """Average phase channels on the circle and put them back in their original range."""
     multi = _as_channels(image)
-    units = dict(zip([str(c) for c in multi.channel.values], _channel_units(multi)))
+    units = dict(zip([str(c) for c in multi.channel.values], channel_units(multi)))
     out = _as_channels(binned).copy()
     for name in phases:
         if name not in units:
@@ -377,6 +367,6 @@ def _in_degrees(values: np.ndarray, unit: str) -> bool:
 
 def _record(image: xr.DataArray, step: str) -> xr.DataArray:
     history = image.attrs.get("preprocessing", [])
-    history = [history] if isinstance(history, str) else list(history)
+    history = as_list(history)
     image.attrs["preprocessing"] = [*history, step]
     return image

@@ -42,6 +42,7 @@ from scipy import ndimage
 from scipy.stats import median_abs_deviation
 from skimage.measure import block_reduce
 
+from ..data.channels import channel_names, channel_units, is_spectral, phase_names
 from ..data.patches import extract_patches
 from ..data.units import is_angle, to_radians
 from ..errors import DataError, SettingsError
@@ -119,36 +120,6 @@ class Inputs:
 
 # --------------------------------------------------------------------------- channels
 
-def _is_spectral(image: xr.DataArray) -> bool:
-    return image.ndim == 3 and image.dims[2] != "channel"
-
-
-def _channel_names(image: xr.DataArray) -> list[str]:
-    if image.ndim == 2:
-        return [str(image.name or "intensity")]
-    dim = image.dims[2]
-    if dim in image.coords:
-        return [str(v) for v in image[dim].values]
-    return [f"{dim}{i}" for i in range(image.sizes[dim])]
-
-
-def _channel_units(image: xr.DataArray) -> list[str]:
-    """Units of each channel: ``attrs["channel_units"]`` (list or dict), the channel
-    coordinate's ``units`` (list), or the image's ``units`` for a single channel."""
-    names = _channel_names(image)
-    units = image.attrs.get("channel_units")
-    if units is None and image.ndim == 3 and image.dims[2] in image.coords:
-        units = image[image.dims[2]].attrs.get("units")
-    if units is None and image.ndim == 2:
-        units = image.attrs.get("units")
-    if isinstance(units, dict):
-        return [str(units.get(n, "")) for n in names]
-    if isinstance(units, str):
-        units = [units] * len(names)
-    units = list(units) if units is not None else []
-    return [str(u) for u in units] + [""] * (len(names) - len(units))
-
-
 def phase_channel_indices(image: xr.DataArray) -> dict[int, float]:
     """Which channels hold angles, and the factor that turns them into radians.
 
@@ -174,14 +145,11 @@ def phase_channel_indices(image: xr.DataArray) -> dict[int, float]:
     >>> phase_channel_indices(img)
     {1: 0.017453292519943295}
     """
-    if _is_spectral(image):
+    if is_spectral(image):
         return {}
-    names = _channel_names(image)
-    units = [u.strip().lower() for u in _channel_units(image)]
-    marked = image.attrs.get("phase_channels", [])
-    if isinstance(marked, str):
-        marked = [marked]
-    marked = {str(m) for m in marked}
+    names = channel_names(image)
+    units = [u.strip().lower() for u in channel_units(image)]
+    marked = set(phase_names(image))
     out = {}
     for i, (name, unit) in enumerate(zip(names, units)):
         if is_angle(unit):
@@ -203,7 +171,7 @@ def _standard_channels(image: xr.DataArray, normalization: str = "zscore"):
     a = np.asarray(image.data, dtype=np.float64)
     if a.ndim == 2:
         a = a[:, :, None]
-    names = _channel_names(image)
+    names = channel_names(image)
     phases = phase_channel_indices(image)
     out, out_names = [], []
     for i, name in enumerate(names):
@@ -265,7 +233,7 @@ def detect_lattice_period(image: xr.DataArray, max_period: float | None = None,
     >>> print(detect_lattice_period(xr.DataArray(rng.normal(size=xx.shape), dims=("y", "x"))))
     None
     """
-    if _is_spectral(image):
+    if is_spectral(image):
         return None
     ratio, k = _peak_ratio(image, max_period)
     if ratio is None or ratio < threshold:
@@ -505,7 +473,7 @@ def choose_transform(image: xr.DataArray, patch_size: int) -> tuple[str, str, fl
     >>> choose_transform(flat, 16)[0]
     'patch'
     """
-    if _is_spectral(image):
+    if is_spectral(image):
         return ("spectrum", f"spectral data (third dim {image.dims[2]!r}): the input is "
                 "the spectrum at each position", None)
     period = detect_lattice_period(image)
@@ -595,7 +563,7 @@ def prepare_inputs(image: xr.DataArray, patch_size: int, stride: int = 1,
         reason = "chosen by the user"
         if transform in ("fft", "fft+mean"):
             period = detect_lattice_period(image)
-    if transform == "spectrum" and not _is_spectral(image):
+    if transform == "spectrum" and not is_spectral(image):
         raise SettingsError("transform 'spectrum' needs (y, x, spectral) data; this image "
                             f"has dims {image.dims}")
     options = {"normalization": normalization, "mean_weight": float(mean_weight),
@@ -604,7 +572,7 @@ def prepare_inputs(image: xr.DataArray, patch_size: int, stride: int = 1,
 
     if transform == "spectrum":
         a = np.asarray(image.data, dtype=np.float32)
-        names = _channel_names(image)
+        names = channel_names(image)
         coords = {d: image[d] for d in ("y", "x") if d in image.coords}
         da = xr.DataArray(a, dims=image.dims, coords=coords)
         patches = extract_patches(da, patch_size, stride)

@@ -27,12 +27,12 @@ import numpy as np
 import torch
 import xarray as xr
 
+from ..data import attrs as attrs_codec
 from ..errors import DataError, PhyvaeDashError
 from .registry import build_model
 
 MAX_MODELS = 32
 #: attrs that are lists of strings, whatever their length (restored by `open_result`).
-LIST_ATTRS = ("preprocessing",)
 _REGISTRY: "OrderedDict[str, Entry]" = OrderedDict()
 
 
@@ -166,8 +166,7 @@ class PvdAccessor:
     @property
     def _channels(self) -> list | None:
         names = self._ds.attrs.get("input_channels")
-        # NetCDF hands a one-element list of strings back as a plain string.
-        return [names] if isinstance(names, str) else names
+        return None if names is None else attrs_codec.as_list(names)
 
     def encode(self, image: xr.DataArray) -> xr.Dataset:
         """Latent maps of another image with this result's model and settings.
@@ -267,29 +266,6 @@ class PvdAccessor:
 
 
 # -- files -----------------------------------------------------------------------------
-def _netcdf_attrs(attrs: dict) -> dict:
-    """NetCDF-safe attrs: bools as ints, None as "", sequences as lists of one type."""
-    out: dict[str, Any] = {}
-    for k, v in attrs.items():
-        if isinstance(v, (bool, np.bool_)):
-            v = int(v)
-        elif v is None:
-            v = ""
-        elif isinstance(v, (list, tuple)):
-            v = [int(e) if isinstance(e, bool) else e for e in v]
-            if not v:
-                v = ""
-            elif not all(isinstance(e, (int, float, np.number)) for e in v):
-                # h5netcdf writes variable-length strings only from object arrays.
-                v = np.array([str(e) for e in v], dtype=object)
-        elif isinstance(v, dict):
-            v = json.dumps(v)
-        elif isinstance(v, str):
-            v = str(v)  # str subclasses (torch's TorchVersion) have no NetCDF type
-        out[k] = v
-    return out
-
-
 def save_weights(model, path) -> Path:
     """Write ``model``'s weights as safetensors with its JSON config in the metadata."""
     from safetensors.torch import save_file
@@ -365,9 +341,9 @@ def save(result: xr.Dataset, path) -> Path:
     model_id = result.attrs.get("encoded_with", result.attrs.get("model_id"))
     model = get_entry(model_id, result.encoding.get("source")).model if model_id else None
     ds = result.copy()
-    ds.attrs = _netcdf_attrs(ds.attrs)
+    ds.attrs = attrs_codec.encode(ds.attrs)
     for var in ds.variables.values():
-        var.attrs = _netcdf_attrs(var.attrs)
+        var.attrs = attrs_codec.encode(var.attrs)
     ds.to_netcdf(path, engine="h5netcdf")
     if model is not None:
         save_weights(model, path.with_suffix(".safetensors"))
@@ -387,11 +363,9 @@ def open_result(path) -> xr.Dataset:
     with xr.open_dataset(path, engine="h5netcdf") as f:
         ds = f.load()
     ds.encoding["source"] = str(path)
-    # NetCDF returns list attrs as arrays; give back the lists that were saved.
-    ds.attrs = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in ds.attrs.items()}
-    for key in LIST_ATTRS:  # NetCDF also turns one-element lists into scalars
-        if isinstance(ds.attrs.get(key), str):
-            ds.attrs[key] = [ds.attrs[key]] if ds.attrs[key] else []
+    ds.attrs = attrs_codec.decode(ds.attrs)
+    for var in ds.variables.values():
+        var.attrs = attrs_codec.decode(var.attrs)
     weights = path.with_suffix(".safetensors")
     model_id = ds.attrs.get("encoded_with", ds.attrs.get("model_id"))
     if weights.exists() and model_id:
