@@ -6,6 +6,7 @@ Run from the repository root::
     python benchmarks/speed.py --no-pyroved    # skip the pyroVED comparison
     python benchmarks/speed.py --quick         # fewer epochs: a smoke test of the script
     python benchmarks/speed.py --compare-only --rounds 9   # only shift vs pyroVED
+    python benchmarks/speed.py --decoder-only  # hand-written backward vs torch.compile
 
 It prints one table per device:
 
@@ -613,6 +614,70 @@ def benchmark_device(device: str, args, image, pyroved_python) -> None:
         print(note)
 
 
+def decoder_step_comparison(patch: int = 16, batch: int = 256, repeats: int = 20) -> None:
+    """The shift model's decoder, forward and backward, three ways on the CPU: the
+    hand-written blocked backward (`nets._ShiftedCoordMLP`, what `fit` runs), plain
+    autograd, and autograd under ``torch.compile`` (inductor). ``fit`` keeps the
+    hand-written path only while it is the fastest of the three."""
+    from unittest import mock
+
+    from phyvae_dash.models import nets
+    from phyvae_dash.models.shift_vae import ShiftVAE
+
+    torch.manual_seed(0)
+    model = ShiftVAE((1, patch, patch), latent_dim=2, shift_prior=2.0)
+    z = torch.randn(batch, 2 + model.n_pose, requires_grad=True)
+    target = torch.randn(batch, 1, patch, patch)
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        z.grad = None
+        loss = ((model.decoder_output(z) - target) ** 2).mean()
+        loss.backward()
+        return loss
+
+    def autograd_step():
+        with mock.patch.object(nets, "_fusable", lambda *tensors: False):
+            return step()
+
+    paths = {"hand-written backward (fit's path)": step, "autograd": autograd_step}
+    try:
+        paths["torch.compile (inductor)"] = torch.compile(autograd_step)
+    except Exception as exc:  # no compiler toolchain, an unsupported op, ...
+        print(f"torch.compile failed: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+    first, times = {}, {name: [] for name in paths}
+    for name, run in list(paths.items()):
+        t0 = time.perf_counter()
+        try:
+            run()  # warm-up (and, compiled, the compilation itself)
+        except Exception as exc:
+            print(f"{name} failed: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+            del paths[name], times[name]
+            continue
+        first[name] = time.perf_counter() - t0
+    # Interleaved, so that every path sees the same load from other processes.
+    for _ in range(repeats):
+        for name, run in paths.items():
+            t0 = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - t0)
+    rows = {name: (first[name], float(np.median(t))) for name, t in times.items()}
+    fastest = min(best for _, best in rows.values())
+    ours_first, ours = rows["hand-written backward (fit's path)"]
+    table = []
+    for name, (first, best) in rows.items():
+        saved = ours - best
+        # Steps after which the first call's extra cost (compilation) has paid for itself.
+        break_even = (first - best - (ours_first - ours)) / saved if saved > 0 else None
+        table.append({"path": name, "ms per step": f"{1e3 * best:.1f}",
+                      "vs fastest": f"{best / fastest:.2f}x", "first call s": f"{first:.2f}",
+                      "steps to pay back the first call": "-" if break_even is None
+                      else f"{max(break_even, 0):.0f}"})
+    print(f"\nShift decoder, forward + backward, {batch} patches of {patch} x {patch}, "
+          f"{torch.get_num_threads()} thread(s), median of {repeats} interleaved (load {load_average()})")
+    print(pd.DataFrame(table).to_markdown(index=False, disable_numparse=True))
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kind", default="pfm_labyrinth",
@@ -635,6 +700,9 @@ def main(argv=None) -> None:
     parser.add_argument("--compare-only", action="store_true",
                         help="only the interleaved shift-vs-pyroVED comparison")
     parser.add_argument("--quick", action="store_true", help="3 epochs each: a smoke test")
+    parser.add_argument("--decoder-only", action="store_true",
+                        help="only the shift decoder's hand-written backward vs autograd vs "
+                             "torch.compile")
     parser.add_argument("--pyroved-worker", help=argparse.SUPPRESS)
     parser.add_argument("--pyroved-server", help=argparse.SUPPRESS)
     parser.add_argument("--pyroved-probe", action="store_true", help=argparse.SUPPRESS)
@@ -651,6 +719,9 @@ def main(argv=None) -> None:
         return None
     if args.quick:
         args.epochs, args.pyroved_epochs, args.rounds, args.epochs_per_round = 3, 1, 2, 2
+    if args.decoder_only:
+        torch.set_num_threads(1)
+        return decoder_step_comparison()
 
     import phyvae_dash
 
@@ -666,6 +737,7 @@ def main(argv=None) -> None:
     image = demo_image(args.kind, args.size)
     for device in devices:
         benchmark_device(device, args, image, pyroved_python)
+    decoder_step_comparison()
 
 
 if __name__ == "__main__":

@@ -81,8 +81,8 @@ class InplaceTanh(nn.Tanh):
 class InplaceReLU(nn.ReLU):
     """ReLU computed in place (safe after a linear layer, as `InplaceTanh`).
 
-    Its backward (a mask) is the cheapest of the activations: in the coordinate decoder
-    it trains about 5 % faster per step than tanh.
+    Its backward (a mask) is the cheapest of the activations, which matters in the
+    coordinate decoder (``benchmarks/speed.py`` times the choices).
     """
 
     def __init__(self):
@@ -172,9 +172,9 @@ class CoordDecoder(nn.Module):
         ``(n - 1) / 4`` for ``n`` pixels.
     activation : {"relu", "tanh", "gelu"}
         Activation of the hidden layers after the first (which is always tanh, as in
-        pyroVED). tanh costs about 10 % less per training step than GELU (whose
-        backward is the slowest elementwise op of the step), and ReLU (in place, its
-        backward a mask) about 5 % less again; all segmented alike.
+        pyroVED). GELU's backward is the slowest elementwise op of a training step;
+        tanh is cheaper and ReLU (in place, its backward a mask) cheaper still, and all
+        three segmented alike (``benchmarks/speed.py`` and ``benchmarks/quality.py``).
 
     Examples
     --------
@@ -234,9 +234,9 @@ class CoordDecoder(nn.Module):
 
         On the CPU in float32 with the default MLP (one hidden layer, ReLU or tanh) the
         same arithmetic runs in `_ShiftedCoordMLP`, a few patches at a time with a
-        hand-written backward, which keeps every intermediate in cache: a training
-        step of the shift model is then about 1.4x faster (measured on the speed
-        benchmark's 16 x 16 patches, batch 256, one thread). Elsewhere (CUDA, autocast,
+        hand-written backward, which keeps every intermediate in cache, so a training
+        step of the shift model is faster than autograd's (``benchmarks/speed.py``
+        prints both, and ``torch.compile``'s). Elsewhere (CUDA, autocast,
         GELU models saved before ReLU was the default) autograd runs the code below.
 
         Returns ``(B, N, out_channels)`` (a transposed view).

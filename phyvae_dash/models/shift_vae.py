@@ -29,9 +29,9 @@ class ShiftVAE(BaseVAE):
         Standard deviation of the shift prior in pixels (vector inputs: in samples).
     decoder_hidden : int
         Width of the coordinate decoder (it runs once per pixel, so it dominates the
-        cost). 32 with tanh trains about 3x faster than the former 64 with GELU and
-        segmented a 128 px NiO-LSMO phantom at least as well (mean ARI, seeds 0-5:
-        0.58 vs 0.17 on patches, 0.90 vs 0.85 with the default transform).
+        cost). 32 trains several times faster than the former 64 with GELU and
+        segmented the NiO-LSMO phantom at least as well (``benchmarks/speed.py``,
+        ``benchmarks/quality.py --phantom nio_lsmo``).
     fourier : int
         Fourier features of the coordinates in the decoder (see `CoordDecoder`).
     decoder_layers : int
@@ -39,10 +39,9 @@ class ShiftVAE(BaseVAE):
     decoder_activation : {"relu", "tanh", "gelu"}
         Activation of the coordinate decoder's later hidden layers (see `CoordDecoder`;
         models saved before this setting existed used "gelu", and `build_model` says so).
-        ReLU (default) trains about 5 % faster than tanh and segmented the 128 px
-        NiO-LSMO phantom as well (mean ARI, seeds 0-5, patch 24, stride 4: 0.86 vs 0.77
-        with the default transform, 0.61 vs 0.55 on patches). 16 Fourier features
-        instead of 32 were faster still but segmented worse on patches (0.34-0.49).
+        ReLU (default) trains faster than tanh and segmented the NiO-LSMO phantom as
+        well; 16 Fourier features instead of 32 were faster still but segmented worse
+        on patches (``benchmarks/speed.py``, ``benchmarks/quality.py``).
 
     Examples
     --------
