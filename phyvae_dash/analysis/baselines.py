@@ -92,6 +92,12 @@ def pca_baseline(
         ``method="pca"``, ``model="pca"``, ``patch_size``, ``stride``,
         ``n_components``, ``latent_dim``, ``transform``, ``seed`` and ``elapsed_s``.
 
+    See Also
+    --------
+    phyvae_dash.models.train.fit : the VAE that this baseline is compared with.
+    phyvae_dash.analysis.segment.segment : segments its result unchanged.
+    sklearn.decomposition.PCA
+
     Examples
     --------
     >>> import numpy as np, xarray as xr

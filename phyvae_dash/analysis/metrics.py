@@ -114,6 +114,16 @@ def adjusted_rand_index(pred, truth) -> float:
     float
         Computed over the cells where both labels are valid (>= 0).
 
+    See Also
+    --------
+    boundary_f1 : agreement of the walls rather than of the domains.
+    sklearn.metrics.adjusted_rand_score : what computes it.
+
+    References
+    ----------
+    .. [1] L. Hubert, P. Arabie, "Comparing partitions", *J. Classif.* 2, 193-218
+       (1985), doi:10.1007/BF01908075.
+
     Examples
     --------
     >>> import xarray as xr
@@ -182,6 +192,16 @@ def boundary_scores(pred, truth, tolerance: float = 1.0) -> dict:
 def boundary_f1(pred, truth, tolerance: float = 1.0) -> float:
     """F1 score of the predicted domain walls (see :func:`boundary_scores`).
 
+    See Also
+    --------
+    boundary_scores : precision and recall as well.
+    adjusted_rand_index
+
+    References
+    ----------
+    .. [1] G. Csurka, D. Larlus, F. Perronnin, "What is a good evaluation measure for
+       semantic segmentation?", *BMVC* (2013), doi:10.5244/C.27.32.
+
     Examples
     --------
     >>> import numpy as np, xarray as xr
@@ -240,6 +260,15 @@ def match_labels(labels, reference) -> xr.DataArray:
     -------
     xarray.DataArray
         ``labels`` renumbered, with ``attrs["matched_to"]`` naming the reference.
+
+    See Also
+    --------
+    scipy.optimize.linear_sum_assignment : the assignment it solves.
+
+    References
+    ----------
+    .. [1] H. W. Kuhn, "The Hungarian method for the assignment problem", *Naval Res.
+       Logist. Q.* 2, 83-97 (1955), doi:10.1002/nav.3800020109.
 
     Examples
     --------

@@ -77,6 +77,11 @@ def extract_patches(
         inside a patch. ``attrs`` record ``patch_size``, ``stride`` and
         ``normalization``.
 
+    See Also
+    --------
+    skimage.util.view_as_windows : the same strided view, without coordinates.
+    phyvae_dash.models.features.prepare_inputs : patches and the other input transforms.
+
     Examples
     --------
     >>> import numpy as np, xarray as xr

@@ -54,6 +54,10 @@ def flatten(image: xr.DataArray, order: int = 1, channels=None) -> xr.DataArray:
     xarray.DataArray
         The image minus its background; ``attrs["preprocessing"]`` extended.
 
+    See Also
+    --------
+    correct_scan_lines : row-by-row offsets rather than a plane.
+
     Examples
     --------
     >>> import numpy as np, xarray as xr
@@ -95,6 +99,10 @@ def correct_scan_lines(image: xr.DataArray, method: str = "median", channels=Non
         The median ignores features covering less than half a line.
     channels : list of str, optional
         Channels to correct; default every channel except phase channels.
+
+    See Also
+    --------
+    flatten : a plane or polynomial background.
 
     Examples
     --------
@@ -168,6 +176,10 @@ def downsample(image: xr.DataArray, factor) -> xr.DataArray:
     factor : int or (int, int)
         Bin size along ``y`` and ``x``; 1 leaves that axis as it is.
 
+    See Also
+    --------
+    skimage.measure.block_reduce : the same binning for non-angle data.
+
     Examples
     --------
     >>> import numpy as np, xarray as xr
@@ -221,6 +233,10 @@ def phase_to_cos_sin(image: xr.DataArray, channel=None) -> xr.DataArray:
     xarray.DataArray
         Dims ``("y", "x", "channel")``; ``<name>`` becomes ``<name>_cos`` and
         ``<name>_sin`` in its place, with units ``"1"``.
+
+    See Also
+    --------
+    phyvae_dash.models.features.phase_channel_indices : which channels are angles.
 
     Examples
     --------

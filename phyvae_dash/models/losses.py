@@ -89,6 +89,20 @@ def boundary_loss(z_tiles: torch.Tensor, kind: str = "tv", eps: float = DEFAULT_
     -------
     torch.Tensor
 
+    See Also
+    --------
+    reference_boundary_term : the authors' gradient-free term, for comparison.
+    phyvae_dash.models.train.fit : trains with this loss on tiles of the scan grid.
+
+    References
+    ----------
+    .. [1] A. Biswas, M. Ziatdinov, S. V. Kalinin, "Combining variational autoencoders
+       and physical bias for improved microscopy data analysis", *Mach. Learn.: Sci.
+       Technol.* (2023), doi:10.1088/2632-2153/acf6a9.
+    .. [2] L. I. Rudin, S. Osher, E. Fatemi, "Nonlinear total variation based noise
+       removal algorithms", *Physica D* 60, 259-268 (1992),
+       doi:10.1016/0167-2789(92)90242-F.
+
     Examples
     --------
     A unit step across an 8 x 8 tile has a wall 8 grid steps long:
@@ -146,6 +160,16 @@ def reference_boundary_term(z_tiles, sigma_spatial: float = 5.0) -> np.ndarray:
     -------
     numpy.ndarray
         ``(n_tiles,)``.
+
+    See Also
+    --------
+    boundary_loss : the differentiable total-variation form.
+
+    References
+    ----------
+    .. [1] A. Biswas, M. Ziatdinov, S. V. Kalinin, "Combining variational autoencoders
+       and physical bias for improved microscopy data analysis", *Mach. Learn.: Sci.
+       Technol.* (2023), doi:10.1088/2632-2153/acf6a9.
 
     Examples
     --------
