@@ -6,7 +6,8 @@ so no fixed default serves them all. `choose_settings` reads the image's own
 characteristic lengths and runs a few cheap label-free trials:
 
 1. **Lattice period** (`features.detect_lattice_period`): when the power spectrum has
-   sharp reflections, the candidate patch sizes are 2.2, 3 and 4 periods and the input
+   sharp reflections, the candidate patch sizes are 3, 4 and 5 periods (at least
+   12 px) and the input
    is ``"fft+mean"`` (|FFT| sees the lattice's period, orientation and symmetry but not
    its offset; the patch mean keeps domains defined by intensity, such as the layers
    of an interface, which a lattice image can also have).
@@ -48,7 +49,9 @@ __all__ = ["AutoSettings", "choose_settings", "estimate_noise", "smallest_image_
 #: Candidate patch sizes (px) for images without a lattice.
 FREE_PATCH_SIZES = (6, 8, 12, 16, 24, 32)
 #: Candidate patch sizes for a lattice image, in lattice periods.
-PERIODS_PER_PATCH = (2.2, 3.0, 4.0)
+PERIODS_PER_PATCH = (3.0, 4.0, 5.0)
+#: Smallest patch for |FFT| features of a lattice (enough frequency bins).
+MIN_LATTICE_PATCH = 12
 #: A candidate patch must fit this many times along the image's shorter side.
 PATCHES_PER_SIDE = 4
 #: Most scan positions a trial clusters (trials are cheap, whatever the image size).
@@ -220,10 +223,17 @@ def _candidates(image, period, transform):
     out = []
     if period:
         for n in PERIODS_PER_PATCH:
-            p = int(max(8, 2 * round(n * period / 2)))
+            p = int(max(MIN_LATTICE_PATCH, 2 * round(n * period / 2)))
             if p <= largest and all(p != c[0] for c in out):
                 out.append((p, "fft+mean" if transform == "auto" else transform,
                             f"lattice period {period:.1f} px, {p / period:.1f} periods"))
+        fallback = 2 * (largest // 2)
+        if not out and fallback >= 1.8 * period:
+            # A long period in a small image: the largest patch that fits still holds
+            # enough periods for |FFT| features.
+            out.append((fallback, "fft+mean" if transform == "auto" else transform,
+                        f"lattice period {period:.1f} px, {fallback / period:.1f} periods "
+                        "(the largest patch the image allows)"))
     if not out:
         for p in FREE_PATCH_SIZES:
             if p > largest:
