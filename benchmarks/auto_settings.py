@@ -3,6 +3,7 @@
 Run from the repository root::
 
     python benchmarks/auto_settings.py --quick               # small, a few minutes
+    nice python benchmarks/auto_settings.py --size 128 --visits 40000 --sweep 6,16,32
     python benchmarks/auto_settings.py                       # 3 seeds, 192 px
     python benchmarks/auto_settings.py --families nanodomains_5,patch_stripes
     python benchmarks/auto_settings.py --no-noise --pzt      # + the real PZT file
@@ -62,7 +63,7 @@ FAMILY_SETTINGS = {
     "nio_lsmo": ("nio_lsmo", {}),
     "pfm_labyrinth": ("pfm_labyrinth", {}),
 }
-SWEEP_PATCHES = (6, 12, 24, 32)
+SWEEP_PATCHES = (6, 12, 16, 24, 32)
 SNRS = (10.0, 3.0, 1.5, 0.7)
 
 
@@ -117,12 +118,13 @@ def run_family(family: str, size: int, seeds, epochs, sweep=SWEEP_PATCHES) -> di
                          f"{auto.attrs['transform']}/w{auto.attrs['boundary_weight']:g}"}
         fixed = pvd.fit(ds.image, patch_size=16, stride=4, latent_dim=2, **fit_kw)
         row["16/4/2"], row["16/4/2 bF1"] = scores(fixed, ds, n_true)
+        row["sweep 16"], row["sweep 16 bF1"] = row["16/4/2"], row["16/4/2 bF1"]
         pca = pca_baseline(ds.image, 16, 4, transform="patch")
         row["PCA"], _ = scores(pca, ds, n_true, method="gmm")
         fft = pca_baseline(ds.image, 16, 4, transform="fft")
         row["FFT-PCA"], _ = scores(fft, ds, n_true, method="gmm")
         for p in sweep:
-            if p > size // 4:
+            if p > size // 4 or p == 16:  # 16 is the 16/4/2 fit
                 continue
             swept = pvd.fit(ds.image, patch_size=p, stride=max(1, p // 4), latent_dim=2,
                             **fit_kw)
@@ -209,7 +211,11 @@ def main(argv=None) -> None:
     parser.add_argument("--families", default=",".join(FAMILY_SETTINGS))
     parser.add_argument("--size", type=int, default=None, help="phantom side in px")
     parser.add_argument("--seeds", default="10,11,12")
+    parser.add_argument("--sweep", default=None, help="patch sizes of the oracle sweep")
     parser.add_argument("--epochs", type=int, default=None, help="default: automatic")
+    parser.add_argument("--visits", type=int, default=None,
+                        help="patch visits per fit for the automatic epochs (shorter fits; "
+                             "default the package's, train.VISITS)")
     parser.add_argument("--quick", action="store_true",
                         help="128 px, 2 seeds, 3-point sweep, 2 noise levels")
     parser.add_argument("--no-noise", action="store_true")
@@ -218,12 +224,19 @@ def main(argv=None) -> None:
     parser.add_argument("--timing", action="store_true", help="also the 256 px timing")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
+    if args.visits:
+        from phyvae_dash.models import train
+
+        train.VISITS["vae"] = args.visits
     families = [f for f in args.families.split(",") if f]
     seeds = [int(s) for s in args.seeds.split(",")]
     size = args.size or (128 if args.quick else 192)
-    sweep, snrs = SWEEP_PATCHES, SNRS
+    sweep = tuple(int(p) for p in args.sweep.split(",")) if args.sweep else SWEEP_PATCHES
+    snrs = SNRS
     if args.quick:
         seeds, sweep, snrs = seeds[:2], (6, 16, 32), (3.0, 1.5)
+    print(f"phantoms {size} px, seeds {seeds}, sweep {sweep}, "
+          f"visits {args.visits or 'default'}", flush=True)
 
     if not args.noise_only:
         rows = [run_family(f, size, seeds, args.epochs, sweep) for f in families]

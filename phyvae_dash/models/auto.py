@@ -11,7 +11,7 @@ characteristic lengths and runs a few cheap label-free trials:
    is ``"fft+mean"`` (|FFT| sees the lattice's period, orientation and symmetry but not
    its offset; the patch mean keeps domains defined by intensity, such as the layers
    of an interface, which a lattice image can also have).
-2. **No lattice**: candidate patch sizes from 6 to 32 px, each tried with raw patches
+2. **No lattice**: candidate patch sizes from 4 to 32 px, each tried with raw patches
    (domains of different intensity or phase) and with ``"fft+mean"`` (textures that
    differ in correlation length or anisotropy have the same mean and differ only in
    their power spectra).
@@ -47,7 +47,7 @@ from .features import _is_spectral, _standard_channels, detect_lattice_period, p
 __all__ = ["AutoSettings", "choose_settings", "estimate_noise", "smallest_image_side"]
 
 #: Candidate patch sizes (px) for images without a lattice.
-FREE_PATCH_SIZES = (6, 8, 12, 16, 24, 32)
+FREE_PATCH_SIZES = (4, 6, 8, 12, 16, 24, 32)
 #: Candidate patch sizes for a lattice image, in lattice periods.
 PERIODS_PER_PATCH = (3.0, 4.0, 5.0)
 #: Smallest patch for |FFT| features of a lattice (enough frequency bins).
@@ -122,7 +122,7 @@ class AutoSettings:
                 "auto_lattice_period_px": float(self.lattice_period_px),
                 "auto_noise_sigma": float(self.noise_sigma),
                 "auto_snr": float(self.snr),
-                "auto_trials": [f"{k}={v:.3f}" for k, v in self.scores.items()],
+                "auto_trials": ", ".join(f"{k}={v:.3f}" for k, v in self.scores.items()),
                 "auto_elapsed_s": float(self.elapsed_s)}
 
     def to_dict(self) -> dict:
