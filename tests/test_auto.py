@@ -28,6 +28,7 @@ def layers():
     return ds, pvd.fit(ds.image, device="cpu")
 
 
+@pytest.mark.slow
 def test_fit_alone_finds_stripe_orientation_domains(stripes):
     ds, result = stripes
     assert result.attrs["transform"] == "fft+mean"
@@ -35,6 +36,7 @@ def test_fit_alone_finds_stripe_orientation_domains(stripes):
     assert _ari(result, ds, 2) >= 0.85
 
 
+@pytest.mark.slow
 def test_fit_alone_finds_small_domains():
     ds = pvd.synthetic.make("nanodomains", shape=(96, 96), seed=0, domain_px=16.0, snr=4.0)
     result = pvd.fit(ds.image, device="cpu")
@@ -76,6 +78,7 @@ def test_too_small_image_says_the_smallest_size():
     pvd.fit(tiny, patch_size=4, epochs=1, device="cpu")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fixture, n_true", [("stripes", 2), ("layers", 3)])
 def test_n_domains_none_counts_the_domains(request, fixture, n_true):
     ds, result = request.getfixturevalue(fixture)

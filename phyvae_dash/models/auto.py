@@ -6,12 +6,11 @@ so no fixed default serves them all. `choose_settings` reads the image's own
 characteristic lengths and runs a few cheap label-free trials:
 
 1. **Lattice period** (`features.detect_lattice_period`): when the power spectrum has
-   sharp reflections, the candidate patch sizes are 3, 4 and 5 periods (at least
-   12 px) and the input
-   is ``"fft+mean"`` (|FFT| sees the lattice's period, orientation and symmetry but not
-   its offset; the patch mean keeps domains defined by intensity, such as the layers
+   sharp reflections, 3, 4 and 5 periods (at least 12 px) join the candidate patch
+   sizes, and every candidate's input is ``"fft+mean"`` (|FFT| sees the lattice's
+   period, orientation and symmetry but not its offset; the patch mean keeps domains defined by intensity, such as the layers
    of an interface, which a lattice image can also have).
-2. **No lattice**: candidate patch sizes from 4 to 32 px, each tried with raw patches
+2. **Candidate sizes** from 4 to 32 px; without a lattice each is tried with raw patches
    (domains of different intensity or phase) and with ``"fft+mean"`` (textures that
    differ in correlation length or anisotropy have the same mean and differ only in
    their power spectra).
@@ -23,8 +22,8 @@ characteristic lengths and runs a few cheap label-free trials:
    walls).
 4. **Stride**: a quarter of the patch, raised where needed so that the fit has at most
    `MAX_PATCHES` scan positions (bounded training time).
-5. **Boundary weight from the noise**: the per-pixel noise (``estimate_sigma``, a
-   wavelet MAD) over the signal gives an SNR; the TV prior helps on noisy scans, so
+5. **Boundary weight from the noise**: the per-pixel noise (`estimate_noise`, a
+   robust high-pass residual) over the signal gives an SNR; the TV prior helps on noisy scans, so
    the weight rises from `DEFAULT_BOUNDARY_WEIGHT` (SNR >= `CLEAN_SNR`) to
    `NOISY_BOUNDARY_WEIGHT` (SNR <= `NOISY_SNR`), log-linearly in between.
 
@@ -234,14 +233,21 @@ def _candidates(image, period, transform):
             out.append((fallback, "fft+mean" if transform == "auto" else transform,
                         f"lattice period {period:.1f} px, {fallback / period:.1f} periods "
                         "(the largest patch the image allows)"))
-    if not out:
+    # The free sizes are tried even when there is a lattice: a periodic signal need not
+    # be what tells the domains apart (a scan artefact in one channel of a PFM scan),
+    # and the trials decide. On a lattice only with |FFT| + mean inputs, though: raw
+    # patches of a lattice split cleanly by where the atoms sit in them, which is no
+    # domain at all.
+    free_transforms = ("patch", "fft+mean") if not period else ("fft+mean",)
+    if True:
         for p in FREE_PATCH_SIZES:
             if p > largest:
                 continue
-            for t in (("patch", "fft+mean") if transform == "auto" else (transform,)):
+            for t in (free_transforms if transform == "auto" else (transform,)):
                 if t == "fft+mean" and p < 8:
                     continue  # too few frequencies for a spectrum
-                out.append((p, t, None))
+                if all((p, t) != c[:2] for c in out):
+                    out.append((p, t, None))
     return out
 
 
@@ -320,7 +326,10 @@ def choose_settings(image: xr.DataArray, *, patch_size="auto", stride="auto",
             patch_size, chosen_transform, why = chosen
             score = scores[f"{chosen_transform}@{patch_size}"]
             tried = ", ".join(sorted({str(c[0]) for c in candidates}, key=int))
-            lead = why + "; " if why else "no lattice; "
+            if why is None:
+                why = (f"lattice period {period:.1f} px, {patch_size / period:.1f} periods"
+                       if period else "no lattice")
+            lead = why + "; "
             reasons["patch_size"] = (f"{lead}cleanest 2-way split of the inputs among patches "
                                      f"{tried} px (silhouette {score:.2f})")
             if transform == "auto":
