@@ -25,6 +25,7 @@ _LAZY = {
     "extract_patches": "phyvae_dash.data.patches",
     "normalize": "phyvae_dash.data.patches",
     "fit": "phyvae_dash.models.train",
+    "choose_settings": "phyvae_dash.models.auto",
     "open_result": "phyvae_dash.models.persist",
     "segment": "phyvae_dash.analysis.segment",
     "boundary_map": "phyvae_dash.analysis.segment",

@@ -2,9 +2,10 @@
 
 ``phyvae-dash serve [FILE]``
     Open the dashboard in a browser (on the built-in demo when no file is given).
-``phyvae-dash fit FILE --patch-size 16 --out result.nc``
+``phyvae-dash fit FILE [--out result.nc]``
     Train on a file from the command line, with a progress bar; writes the result
-    (NetCDF) and the model weights beside it (safetensors).
+    (NetCDF) and the model weights beside it (safetensors). Settings not given are
+    chosen from the image (``choose_settings``) and printed with their reasons.
 
 Heavy imports (torch, Panel) happen inside the subcommands so that ``--help`` is fast.
 """
@@ -39,22 +40,37 @@ def _parser() -> argparse.ArgumentParser:
                               description="Train a phyVAE on FILE and write the result (NetCDF) and the "
                                           "model weights (safetensors, same name).")
     fit.add_argument("file", help="microscopy file (.npy, .tif, .h5, .dm3, ...)")
-    fit.add_argument("--patch-size", type=int, default=16, help="patch side in pixels (default 16)")
-    fit.add_argument("--stride", type=int, default=4, help="step between patches in pixels (default 4)")
-    fit.add_argument("--latent-dim", type=int, default=2, help="number of latent variables (default 2)")
+    fit.add_argument("--patch-size", type=_int_or_auto, default="auto",
+                     help="patch side in pixels (default auto: chosen from the image)")
+    fit.add_argument("--stride", type=_int_or_auto, default="auto",
+                     help="step between patches in pixels (default auto: a quarter of the patch)")
+    fit.add_argument("--latent-dim", type=int, default=None,
+                     help="number of latent variables (default: chosen, 2)")
     fit.add_argument("--boundary-weight", type=float, default=None,
-                     help="weight of the boundary (wall length) loss; 0 turns it off (default: the model's)")
+                     help="weight of the boundary (wall length) loss; 0 turns it off "
+                          "(default: chosen from the image's noise)")
     fit.add_argument("--epochs", type=int, default=None, help="training epochs (default: chosen from the data size)")
     fit.add_argument("--model", default="vae", help="model variant: vae, shift or rotation (default vae)")
     fit.add_argument("--transform", default="auto", help="input transform (default auto)")
     fit.add_argument("--channel", default=None, help="channel of a multi-channel file (name or position)")
     fit.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     fit.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    fit.add_argument("--n-domains", type=int, default=None,
-                     help="also segment into this many domains and print the boundary length")
+    fit.add_argument("--n-domains", type=_int_or_auto, default=None,
+                     help="also segment into this many domains ('auto': counted) and print "
+                          "the boundary length")
     fit.add_argument("--out", default="result.nc", help="output NetCDF path (default result.nc)")
     fit.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
+
+
+def _int_or_auto(value: str):
+    """``"auto"`` or a positive integer (argparse type)."""
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'auto', got {value!r}") from None
 
 
 def _channel(value):
@@ -102,8 +118,11 @@ def _fit(args) -> int:
         print(f"weights: {weights}")
     print(f"device: {result.attrs.get('device', '?')}, {result.attrs.get('elapsed_s', float('nan')):.1f} s, "
           f"input: {result.attrs.get('transform', '?')}")
+    for reason in result.attrs.get("auto_reasons", []):
+        print(f"  {reason}")
     if args.n_domains is not None:
-        labels = pvd.segment(result, n_domains=args.n_domains)
+        count = None if args.n_domains == "auto" else args.n_domains
+        labels = pvd.segment(result, n_domains=count)
         length = pvd.boundary_length(labels)
         print(f"{int(labels.max()) + 1} domains, total boundary length "
               f"{float(length):.4g} {getattr(length, 'units', '')}")

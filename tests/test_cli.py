@@ -38,6 +38,15 @@ def test_fit_writes_result_and_weights(small_npy, tmp_path, capsys):
     assert "weights:" in printed and "domains" in printed
 
 
+def test_fit_needs_no_settings(small_npy, tmp_path, capsys):
+    out = tmp_path / "auto.nc"
+    assert main(["fit", str(small_npy), "--epochs", "2", "--out", str(out), "--n-domains", "auto"]) == 0
+    printed = capsys.readouterr().out
+    assert "patch_size" in printed and "boundary_weight" in printed and "domains" in printed
+    with xr.open_dataset(out) as result:
+        assert len(result.attrs["auto_reasons"]) == 5
+
+
 def test_fit_bad_file_is_one_line_error(tmp_path, capsys):
     bad = tmp_path / "broken.npy"
     bad.write_bytes(b"not a numpy file")

@@ -59,7 +59,8 @@ def test_auto_method_is_kmeans_for_a_given_count_and_gmm_for_bic():
     truth = _three_domains()
     fit = _latent_result(truth, [[0, 0], [4, 0], [2, 4]])
     assert segment(fit, n_domains=3).attrs["method"] == "kmeans"
-    assert segment(fit).attrs["method"] == "gmm"
+    assert segment(fit, criterion="bic").attrs["method"] == "gmm"
+    assert segment(fit).attrs["method"] == "kmeans"  # counted by merging, split by k-means
 
 
 def test_labels_keep_the_grid_and_fit_settings():
@@ -74,7 +75,7 @@ def test_labels_keep_the_grid_and_fit_settings():
         assert isinstance(value, (str, int, float, bool, list))
 
 
-@pytest.mark.parametrize("criterion", ["bic", "icl"])
+@pytest.mark.parametrize("criterion", ["merge", "bic", "icl"])
 @pytest.mark.parametrize("n_true", [2, 3, 4])
 def test_criteria_choose_the_number_of_well_separated_clusters(n_true, criterion):
     rng = np.random.default_rng(1)
@@ -109,11 +110,25 @@ def test_otsu_thresholds_one_latent():
         segment(fit, n_domains=3, method="otsu", latents=[0, 1])
 
 
-def test_otsu_chooses_count_by_bic():
+@pytest.mark.parametrize("criterion", ["merge", "bic"])
+def test_otsu_chooses_count_by_criterion(criterion):
     truth = _three_domains()
     fit = _latent_result(truth, [[0], [3], [6]], noise=0.2)
-    labels = segment(fit, method="otsu")
-    assert labels.attrs["n_domains"] == 3 and labels.attrs["n_domains_chosen_by"] == "bic"
+    labels = segment(fit, method="otsu", criterion=criterion)
+    assert labels.attrs["n_domains"] == 3 and labels.attrs["n_domains_chosen_by"] == criterion
+
+
+def test_merge_counts_one_non_gaussian_domain_as_one():
+    # One skewed cluster and one round one: BIC needs several Gaussians, merging gives 2.
+    rng = np.random.default_rng(0)
+    truth = (np.arange(40)[None, :] >= 20).repeat(40, 0).astype(int)
+    z = np.where(truth == 0, rng.gamma(1.5, 1.0, truth.shape), 8 + 0.3 * rng.normal(size=truth.shape))
+    maps = xr.DataArray(np.stack([z, 0.3 * rng.normal(size=z.shape)]), dims=("latent", "y", "x"))
+    labels = segment(maps, method="gmm")
+    assert labels.attrs["n_domains_chosen_by"] == "merge"
+    assert labels.attrs["bic_components"] > 2
+    assert labels.attrs["n_domains"] == 2
+    assert _ari(labels, truth) > 0.99
 
 
 def test_label_order_is_deterministic_by_first_latent():

@@ -24,7 +24,11 @@ from ..errors import DataError, SettingsError
 
 METHODS = ("auto", "gmm", "tied", "kmeans", "otsu")
 MAX_DOMAINS = 8
-CRITERIA = ("bic", "icl")
+CRITERIA = ("merge", "bic", "icl")
+#: ``criterion="merge"``: two mixture components whose soft assignments overlap more
+#: than this (Bhattacharyya coefficient of their responsibilities) are one domain. Two
+#: equal Gaussian clusters reach it at a separation of about 4.3 standard deviations.
+MERGE_OVERLAP = 0.1
 # multi-Otsu searches all threshold combinations: beyond 5 classes it gets slow.
 MAX_OTSU_CLASSES = 5
 # BIC model selection fits up to MAX_DOMAINS mixtures; a random subset of this many
@@ -157,6 +161,57 @@ def _information_criteria(vectors: np.ndarray, max_domains: int, seed: int):
     return counts, bic, icl
 
 
+def _responsibility_overlap(resp: np.ndarray) -> np.ndarray:
+    """Bhattacharyya coefficient between the columns of a responsibility matrix.
+
+    ``1`` for two components that share every point equally, ``0`` for components
+    that never claim the same point; the diagonal is set to 0.
+    """
+    mass = resp.sum(axis=0)
+    root = np.sqrt(resp)
+    overlap = (root.T @ root) / np.sqrt(np.outer(mass, mass) + 1e-300)
+    np.fill_diagonal(overlap, 0.0)
+    return overlap
+
+
+def _merged_mixture(vectors: np.ndarray, max_domains: int, seed: int):
+    """Count domains by BIC, then merge mixture components that overlap.
+
+    BIC counts the Gaussians needed to fit the latent distribution, and a domain whose
+    latents are not Gaussian (skewed, elongated, joined to another by wall cells) takes
+    several. Merging, greedily, the pair of components whose responsibilities overlap
+    most until none overlaps more than `MERGE_OVERLAP` (Hennig 2010, "Methods for
+    merging Gaussian mixture components") counts separated clusters instead.
+
+    Returns ``(n_domains, labels of every vector, info attrs)``.
+    """
+    from sklearn.mixture import GaussianMixture
+
+    counts, bic, icl = _information_criteria(vectors, max_domains, seed)
+    k_bic = counts[int(np.argmin(bic))]
+    info = {"bic": bic, "icl": icl, "bic_n_domains": counts, "bic_components": int(k_bic),
+            "merge_overlap": float(MERGE_OVERLAP)}
+    if k_bic == 1:
+        return 1, np.zeros(len(vectors), dtype=int), info
+    rng = np.random.default_rng(seed)
+    sample = vectors[rng.choice(len(vectors), BIC_SAMPLE, replace=False)] \
+        if len(vectors) > BIC_SAMPLE else vectors
+    mixture = GaussianMixture(k_bic, covariance_type="full", n_init=2, random_state=seed)
+    mixture.fit(sample)
+    resp = mixture.predict_proba(vectors)
+    groups = [[k] for k in range(k_bic)]
+    while resp.shape[1] > 1:
+        overlap = _responsibility_overlap(resp)
+        i, j = np.unravel_index(int(np.argmax(overlap)), overlap.shape)
+        if overlap[i, j] < MERGE_OVERLAP:
+            break
+        i, j = min(i, j), max(i, j)
+        resp[:, i] += resp[:, j]
+        resp = np.delete(resp, j, axis=1)
+        groups[i] += groups.pop(j)
+    return resp.shape[1], resp.argmax(axis=1), info
+
+
 def _cluster(vectors: np.ndarray, n_domains: int, method: str, seed: int) -> np.ndarray:
     if n_domains == 1:
         return np.zeros(len(vectors), dtype=int)
@@ -208,7 +263,7 @@ def segment(
     latents=None,
     smooth: float = 0.0,
     standardize: str | None = "global",
-    criterion: str = "bic",
+    criterion: str = "merge",
     max_domains: int = MAX_DOMAINS,
     seed: int = 0,
 ) -> xr.DataArray:
@@ -221,14 +276,15 @@ def segment(
         with ``z_mean`` of dims ``("latent", "y", "x")``, or such a DataArray of latent
         maps itself (a single ``("y", "x")`` map also works).
     n_domains : int, optional
-        Number of domains. ``None`` chooses it with an information criterion (see
-        ``criterion``) of Gaussian mixtures with 1 to ``max_domains`` components (for
-        ``"otsu"``: on the one latent used, up to 5); ``attrs["n_domains_chosen_by"]``
-        then names the criterion, and ``attrs["bic"]``, ``attrs["icl"]`` hold both
+        Number of domains. ``None`` chooses it (see ``criterion``) from Gaussian
+        mixtures with 1 to ``max_domains`` components (for ``"otsu"``: on the one
+        latent used, up to 5); ``attrs["n_domains_chosen_by"]`` then names the
+        criterion, and ``attrs["bic"]``, ``attrs["icl"]`` hold both information
         criteria for each count in ``attrs["bic_n_domains"]``.
     method : {"auto", "gmm", "tied", "kmeans", "otsu"}
-        ``"auto"`` (default): ``"kmeans"`` when ``n_domains`` is given, ``"gmm"`` when
-        it is chosen by the criterion (the mixture it selected). Why not a mixture for
+        ``"auto"`` (default): ``"kmeans"`` when ``n_domains`` is given or counted by
+        ``criterion="merge"``, ``"gmm"`` when it is chosen by BIC or ICL (the mixture
+        it selected). Why not a mixture for
         a given count: latent clusters are not Gaussian (tight domain clusters joined
         by a bridge of wall cells, skewed tails), and a mixture spends a broad
         component on the bridge or a tail, or (tied) shifts the threshold deep into
@@ -255,8 +311,12 @@ def segment(
         matter but a latent that barely varies stays unimportant; ``"latent"``
         z-scores each latent separately (equal weight to every latent, noise-only ones
         included); ``None`` only centres.
-    criterion : {"bic", "icl"}
-        How ``n_domains=None`` chooses: the lowest Bayesian information criterion, or
+    criterion : {"merge", "bic", "icl"}
+        How ``n_domains=None`` chooses. ``"merge"`` (default): the BIC-best mixture,
+        then components merged while their soft assignments overlap (`MERGE_OVERLAP`);
+        the labels are those of the merged mixture (``method="auto"``/``"gmm"``) and
+        ``attrs["bic_components"]`` says how many components BIC wanted. Otherwise
+        the lowest Bayesian information criterion, or
         the lowest ICL (BIC plus twice the entropy of the soft assignments). BIC counts
         the Gaussians needed to *fit* the latent distribution and tends to split one
         domain whose latents are not Gaussian (wall cells between two domains, elongated
@@ -288,7 +348,7 @@ def segment(
     >>> labels = segment(maps, n_domains=2)
     >>> labels.values[0, :]
     array([0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
-    >>> segment(maps).attrs["n_domains"]      # chosen by BIC
+    >>> segment(maps).attrs["n_domains"]      # counted by merging a BIC mixture
     2
     """
     if method not in METHODS:
@@ -310,7 +370,7 @@ def segment(
         raise SettingsError(f"standardize must be one of {STANDARDIZE}, not {standardize!r}")
 
     if method == "auto":
-        method = "gmm" if n_domains is None else "kmeans"
+        method = "gmm" if n_domains is None and criterion != "merge" else "kmeans"
     if method == "otsu" and latents is None:
         latents = [0]
     maps = _latent_maps(result, latents)
@@ -349,19 +409,26 @@ def segment(
     # fast, while BLAS/OpenMP worker threads that spin-wait on a busy CPU make them
     # 10-100x slower (measured with several processes sharing two cores).
     with threadpool_limits(limits=1):
+        raw = None
         if n_domains is None:
             limit = min(max_domains, MAX_OTSU_CLASSES) if method == "otsu" else max_domains
-            counts, bic, icl = _information_criteria(features, limit, seed)
-            n_domains = counts[int(np.argmin(bic if criterion == "bic" else icl))]
-            attrs_bic = {"n_domains_chosen_by": criterion, "bic": bic, "icl": icl,
-                         "bic_n_domains": counts}
+            if criterion == "merge":
+                n_domains, merged, info = _merged_mixture(features, limit, seed)
+                attrs_bic = {"n_domains_chosen_by": "merge", **info}
+                if method == "gmm":
+                    raw = merged
+            else:
+                counts, bic, icl = _information_criteria(features, limit, seed)
+                n_domains = counts[int(np.argmin(bic if criterion == "bic" else icl))]
+                attrs_bic = {"n_domains_chosen_by": criterion, "bic": bic, "icl": icl,
+                             "bic_n_domains": counts}
         else:
             n_domains = int(n_domains)
             attrs_bic = {"n_domains_chosen_by": "user"}
         # one distinct value cannot be split: every cell is one domain
         if np.ptp(features, axis=0).max() == 0:
             raw = np.zeros(len(features), dtype=int)
-        else:
+        elif raw is None:
             raw = _cluster(features, n_domains, method, seed)
     sorted_labels = _sort_labels(raw, vectors[:, 0], n_domains)
 

@@ -45,16 +45,27 @@ from ..errors import SettingsError
 
 __all__ = [
     "KINDS",
+    "FAMILIES",
     "make",
     "honeycomb_grains",
     "stripe_domains",
     "two_phase_lattice",
     "pfm_labyrinth",
+    "nanodomains",
+    "lattice_domains",
+    "texture_domains",
+    "layered_interface",
+    "patch_stripes",
+    "multi_domains",
     "label_boundaries",
 ]
 
 #: Names accepted by :func:`make`, in a stable order.
 KINDS = ("graphene_grains", "bfo_stripes", "nio_lsmo", "pfm_labyrinth")
+#: Phantom families that no preset was tuned on (also built by :func:`make`), for
+#: judging automatic settings: they take ``snr`` (per-pixel signal-to-noise ratio).
+FAMILIES = ("nanodomains", "lattice_domains", "texture_domains", "layered_interface",
+            "patch_stripes", "multi_domains")
 
 _MIN_SIDE = 32
 
@@ -918,6 +929,376 @@ def pfm_labyrinth(
     )
 
 
+
+# ----------------------------------------------------------------- families for `auto`
+#
+# Phantoms that no preset was tuned on, for judging the automatic choice of settings
+# (``models.auto``, ``benchmarks/auto_settings.py``). Each takes ``shape``, ``seed`` and
+# ``snr``: the per-pixel signal-to-noise ratio, i.e. the standard deviation of the
+# clean image over that of the added Gaussian noise (``None``: no noise added).
+
+
+def _add_noise(rng, clean, snr):
+    if snr is None:
+        return clean
+    _check_positive(snr=snr)
+    return clean + (clean.std() / snr) * rng.standard_normal(clean.shape)
+
+
+def _family_dataset(kind, description, rng, clean, labels, *, seed, snr, jitter_px,
+                    label_name, extra_attrs):
+    """Scan jitter (labels follow the probe), noise, and the common Dataset layout."""
+    shifts = _row_shifts(rng, clean.shape[0], jitter_px)
+    clean = _shift_rows(clean, shifts, order=1)
+    labels = _shift_rows(labels.astype(np.int64), shifts, order=0)
+    image = _add_noise(rng, clean, snr)
+    n_labels = int(labels.max()) + 1
+    return _dataset(
+        image, labels, {}, pixel_size=1.0, units="px",
+        image_attrs={"long_name": "intensity", "units": "a.u."},
+        label_attrs={"long_name": label_name},
+        attrs={"kind": kind, "description": description, "seed": _seed_attr(seed),
+               "snr": float(snr or 0.0), "jitter_px": float(jitter_px),
+               "n_labels": n_labels, "stride": 4, **extra_attrs})
+
+
+def _blob_labels(rng, shape, size_px, n_levels=2):
+    """Random domains about ``size_px`` across: a smooth random field cut at quantiles,
+    so every level covers the same area."""
+    field = _smooth_noise(rng, shape, max(size_px / 2.5, 0.8))
+    edges = np.quantile(field, np.linspace(0, 1, n_levels + 1)[1:-1])
+    return np.digitize(field, edges)
+
+
+def nanodomains(shape=(128, 128), *, seed=0, domain_px=5.0, contrast=1.0, snr=4.0,
+                jitter_px=0.2, patch_size=8) -> xr.Dataset:
+    """Relaxor-like random domains of two intensity levels, ``domain_px`` across.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Image size in pixels, at least 32 x 32.
+    seed : int
+        Random seed.
+    domain_px : float
+        Typical domain size in pixels (4-64 in ``benchmarks/auto_settings.py``).
+    contrast : float
+        Intensity step between the two kinds of domain.
+    snr : float or None
+        Per-pixel SNR (clean-image std over noise std).
+    jitter_px : float
+        Scan-line jitter in pixels.
+    patch_size : int
+        Recorded as the phantom's ``patch_size`` attribute (a hint only).
+
+    Returns
+    -------
+    xarray.Dataset
+        ``image``, ``labels`` (0 dark, 1 bright), ``boundaries``.
+
+    Examples
+    --------
+    >>> ds = nanodomains(shape=(64, 64), seed=0, domain_px=5)
+    >>> ds.attrs["kind"], int(ds.labels.max())
+    ('nanodomains', 1)
+    """
+    shape = _check_shape(shape)
+    _check_positive(domain_px=domain_px)
+    rng = np.random.default_rng(seed)
+    labels = _blob_labels(rng, shape, domain_px)
+    clean = contrast * labels + 0.1 * contrast * _smooth_noise(rng, shape, 1.0)
+    return _family_dataset("nanodomains", "random two-level domains (relaxor-like)", rng,
+                           clean, labels, seed=seed, snr=snr, jitter_px=jitter_px,
+                           label_name="domain (0 dark, 1 bright)",
+                           extra_attrs={"domain_px": float(domain_px),
+                                        "patch_size": _patch_size(patch_size, shape)})
+
+
+def _lattice_wave(yy, xx, period, angle_deg, symmetry, rng):
+    """Sum of cosines: ``symmetry`` 2 (stripes), 4 (square) or 6 (hexagonal)."""
+    n_waves = {2: 1, 4: 2, 6: 3}[symmetry]
+    step = 180.0 / n_waves
+    total = np.zeros(yy.shape)
+    for i in range(n_waves):
+        t = np.deg2rad(angle_deg + i * step)
+        total += np.cos(2 * np.pi * (xx * np.cos(t) + yy * np.sin(t)) / period
+                        + rng.uniform(0, 2 * np.pi))
+    return total / n_waves
+
+
+def lattice_domains(shape=(128, 128), *, seed=0, n_domains=2, period_px=7.3,
+                    differ="orientation", snr=3.0, roughness_px=3.0, jitter_px=0.2,
+                    patch_size=24) -> xr.Dataset:
+    """Domains of one mean intensity that differ only by their lattice.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Image size in pixels, at least 32 x 32.
+    seed : int
+        Random seed.
+    n_domains : int
+        Number of domains (Voronoi regions with rough boundaries).
+    period_px : float
+        Lattice period of the first domain (3-20 px in the benchmark).
+    differ : {"orientation", "period", "symmetry"}
+        What changes from domain to domain: the lattice orientation (square lattices
+        rotated by 90 / ``n_domains`` deg steps plus a random offset), the period
+        (``period_px`` times 1, 1.45, 2.1, ...), or the symmetry (square, hexagonal,
+        stripes).
+    snr : float or None
+        Per-pixel SNR.
+    roughness_px, jitter_px : float
+        Boundary roughness and scan-line jitter, in pixels.
+    patch_size : int
+        Recorded as a hint.
+
+    Returns
+    -------
+    xarray.Dataset
+
+    Examples
+    --------
+    >>> ds = lattice_domains(shape=(64, 64), seed=0, differ="period")
+    >>> ds.attrs["differ"], ds.attrs["n_labels"]
+    ('period', 2)
+    """
+    shape = _check_shape(shape)
+    _check_positive(period_px=period_px)
+    if differ not in ("orientation", "period", "symmetry"):
+        raise SettingsError(f"differ must be 'orientation', 'period' or 'symmetry', not {differ!r}")
+    rng = np.random.default_rng(seed)
+    labels = _rough_voronoi(rng, shape, n_domains, roughness_px)
+    yy, xx = _grid(shape)
+    clean = np.zeros(shape)
+    base_angle = rng.uniform(0, 90)
+    for d in range(n_domains):
+        period, angle, symmetry = period_px, base_angle, 4
+        if differ == "orientation":
+            angle = base_angle + d * 90.0 / n_domains
+        elif differ == "period":
+            period = period_px * 1.45 ** d
+        else:
+            symmetry = (4, 6, 2)[d % 3]
+        wave = _lattice_wave(yy, xx, period, angle, symmetry, rng)
+        clean[labels == d] = _unit(wave)[labels == d]
+    return _family_dataset("lattice_domains", f"lattice domains differing by {differ}", rng,
+                           clean, labels, seed=seed, snr=snr, jitter_px=jitter_px,
+                           label_name="lattice domain",
+                           extra_attrs={"differ": differ, "period_px": float(period_px),
+                                        "patch_size": _patch_size(patch_size, shape)})
+
+
+def texture_domains(shape=(128, 128), *, seed=0, n_domains=2, length_px=1.5,
+                    differ="length", ratio=2.5, snr=None, roughness_px=3.0,
+                    jitter_px=0.2, patch_size=24) -> xr.Dataset:
+    """Random textures of equal mean and variance that differ only in their statistics.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Image size in pixels, at least 32 x 32.
+    seed : int
+        Random seed.
+    n_domains : int
+        Number of domains.
+    length_px : float
+        Correlation length of the first domain's texture, in pixels.
+    differ : {"length", "anisotropy"}
+        ``"length"``: domain ``d`` has correlation length ``length_px * ratio**d``;
+        ``"anisotropy"``: every domain has streaks ``ratio`` times longer than wide,
+        at orientations 90 / ``n_domains`` deg apart.
+    ratio : float
+        Length ratio between domains, or the streaks' aspect ratio.
+    snr : float or None
+        Per-pixel SNR (``None``: the texture is the signal, no noise added).
+    roughness_px, jitter_px : float
+        Boundary roughness and scan-line jitter, in pixels.
+    patch_size : int
+        Recorded as a hint.
+
+    Returns
+    -------
+    xarray.Dataset
+
+    Examples
+    --------
+    >>> ds = texture_domains(shape=(64, 64), seed=0, differ="anisotropy")
+    >>> ds.attrs["kind"], ds.attrs["n_labels"]
+    ('texture_domains', 2)
+    """
+    shape = _check_shape(shape)
+    _check_positive(length_px=length_px, ratio=ratio)
+    if differ not in ("length", "anisotropy"):
+        raise SettingsError(f"differ must be 'length' or 'anisotropy', not {differ!r}")
+    rng = np.random.default_rng(seed)
+    labels = _rough_voronoi(rng, shape, n_domains, roughness_px)
+    clean = np.zeros(shape)
+    base_angle = rng.uniform(0, 180)
+    for d in range(n_domains):
+        if differ == "length":
+            length = length_px * ratio ** d
+            texture = _oriented_texture(rng, shape, 0.0, length, length)
+        else:
+            texture = _oriented_texture(rng, shape, base_angle + d * 90.0 / n_domains,
+                                        length_px * ratio, length_px)
+        clean[labels == d] = texture[labels == d]
+    return _family_dataset("texture_domains", f"textures differing by {differ}", rng,
+                           clean, labels, seed=seed, snr=snr, jitter_px=jitter_px,
+                           label_name="texture domain",
+                           extra_attrs={"differ": differ, "length_px": float(length_px),
+                                        "ratio": float(ratio),
+                                        "patch_size": _patch_size(patch_size, shape)})
+
+
+def layered_interface(shape=(128, 128), *, seed=0, n_layers=3, period_px=6.3,
+                      levels=(1.0, 1.6, 0.6), snr=3.0, roughness_px=2.0, jitter_px=0.2,
+                      patch_size=24) -> xr.Dataset:
+    """Layers of one lattice, told apart only by their intensity (a HAADF interface).
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Image size in pixels, at least 32 x 32.
+    seed : int
+        Random seed.
+    n_layers : int
+        Horizontal layers of equal height, with rough interfaces.
+    period_px : float
+        Period of the square lattice of atomic columns shared by all layers.
+    levels : sequence of float
+        Column intensity of each layer (cycled).
+    snr : float or None
+        Per-pixel SNR.
+    roughness_px, jitter_px : float
+        Interface roughness and scan-line jitter, in pixels.
+    patch_size : int
+        Recorded as a hint.
+
+    Returns
+    -------
+    xarray.Dataset
+
+    Examples
+    --------
+    >>> ds = layered_interface(shape=(64, 64), seed=0)
+    >>> ds.attrs["n_labels"]
+    3
+    """
+    shape = _check_shape(shape)
+    _check_positive(period_px=period_px)
+    rng = np.random.default_rng(seed)
+    yy, xx = _grid(shape)
+    wobble = roughness_px * _smooth_noise(rng, (1, shape[1]), shape[1] / 8)[0]
+    height = shape[0] / n_layers
+    labels = np.clip(((yy + wobble[None, :]) // height).astype(int), 0, n_layers - 1)
+    lattice = 0.5 * (1 + _lattice_wave(yy, xx, period_px, rng.uniform(0, 90), 4, rng))
+    layer_level = np.asarray(levels, dtype=float)[np.arange(n_layers) % len(levels)]
+    clean = lattice ** 2 * layer_level[labels]
+    return _family_dataset("layered_interface", "layers on one lattice, differing in intensity",
+                           rng, clean, labels, seed=seed, snr=snr, jitter_px=jitter_px,
+                           label_name="layer",
+                           extra_attrs={"period_px": float(period_px),
+                                        "patch_size": _patch_size(patch_size, shape)})
+
+
+def patch_stripes(shape=(128, 128), *, seed=0, n_domains=2, period_px=14.7, snr=3.0,
+                  roughness_px=3.0, jitter_px=0.2, patch_size=32) -> xr.Dataset:
+    """Stripe domains whose period is close to a typical patch size (14-17 px).
+
+    Domains differ only by the stripes' orientation (90 / ``n_domains`` deg apart); a
+    16 px patch holds about one period, too few for |FFT| features.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Image size in pixels, at least 32 x 32.
+    seed : int
+        Random seed.
+    n_domains : int
+        Number of orientation domains.
+    period_px : float
+        Stripe period in pixels.
+    snr : float or None
+        Per-pixel SNR.
+    roughness_px, jitter_px : float
+        Boundary roughness and scan-line jitter, in pixels.
+    patch_size : int
+        Recorded as a hint.
+
+    Returns
+    -------
+    xarray.Dataset
+
+    Examples
+    --------
+    >>> ds = patch_stripes(shape=(64, 64), seed=0)
+    >>> ds.attrs["period_px"]
+    14.7
+    """
+    shape = _check_shape(shape)
+    _check_positive(period_px=period_px)
+    rng = np.random.default_rng(seed)
+    labels = _rough_voronoi(rng, shape, n_domains, roughness_px)
+    yy, xx = _grid(shape)
+    clean = np.zeros(shape)
+    base_angle = rng.uniform(0, 180)
+    for d in range(n_domains):
+        wave = _lattice_wave(yy, xx, period_px, base_angle + d * 90.0 / n_domains, 2, rng)
+        clean[labels == d] = wave[labels == d]
+    return _family_dataset("patch_stripes", "stripe orientation domains, period near a patch",
+                           rng, clean, labels, seed=seed, snr=snr, jitter_px=jitter_px,
+                           label_name="stripe orientation",
+                           extra_attrs={"period_px": float(period_px),
+                                        "patch_size": _patch_size(patch_size, shape)})
+
+
+def multi_domains(shape=(128, 128), *, seed=0, n_domains=4, domain_px=40.0, snr=2.0,
+                  texture=0.3, jitter_px=0.2, patch_size=16) -> xr.Dataset:
+    """Three or more domains: evenly spaced intensity levels, each with its own texture.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Image size in pixels, at least 32 x 32.
+    seed : int
+        Random seed.
+    n_domains : int
+        Number of domain kinds (levels), at least 3 in the benchmark.
+    domain_px : float
+        Typical domain size in pixels.
+    snr : float or None
+        Per-pixel SNR.
+    texture : float
+        Amplitude of a fine random texture (correlation 1.5 px) on every domain,
+        relative to the step between levels.
+    jitter_px : float
+        Scan-line jitter in pixels.
+    patch_size : int
+        Recorded as a hint.
+
+    Returns
+    -------
+    xarray.Dataset
+
+    Examples
+    --------
+    >>> ds = multi_domains(shape=(64, 64), seed=0, n_domains=3)
+    >>> ds.attrs["n_labels"]
+    3
+    """
+    shape = _check_shape(shape)
+    _check_positive(domain_px=domain_px)
+    rng = np.random.default_rng(seed)
+    labels = _blob_labels(rng, shape, domain_px, n_levels=n_domains)
+    clean = labels.astype(float) + texture * _smooth_noise(rng, shape, 1.5)
+    return _family_dataset("multi_domains", f"{n_domains} intensity domains", rng, clean,
+                           labels, seed=seed, snr=snr, jitter_px=jitter_px,
+                           label_name="domain level",
+                           extra_attrs={"domain_px": float(domain_px),
+                                        "patch_size": _patch_size(patch_size, shape)})
+
+
 def _seed_attr(seed):
     # NetCDF attributes cannot be None; -1 records "no seed given".
     return -1 if seed is None else int(seed)
@@ -930,6 +1311,12 @@ _BUILDERS = {
     "bfo_stripes": stripe_domains,
     "nio_lsmo": two_phase_lattice,
     "pfm_labyrinth": pfm_labyrinth,
+    "nanodomains": nanodomains,
+    "lattice_domains": lattice_domains,
+    "texture_domains": texture_domains,
+    "layered_interface": layered_interface,
+    "patch_stripes": patch_stripes,
+    "multi_domains": multi_domains,
 }
 
 
@@ -940,7 +1327,7 @@ def make(kind, **kwargs) -> xr.Dataset:
     ----------
     kind : str
         One of :data:`KINDS` (``"graphene_grains"``, ``"bfo_stripes"``, ``"nio_lsmo"``,
-        ``"pfm_labyrinth"``); the function names (``"honeycomb_grains"``, ...) work too.
+        ``"pfm_labyrinth"``) or :data:`FAMILIES`; the function names (``"honeycomb_grains"``, ...) work too.
     **kwargs
         Passed to the phantom's function (``shape``, ``seed``, ...).
 
@@ -956,5 +1343,6 @@ def make(kind, **kwargs) -> xr.Dataset:
     """
     builder = _BUILDERS.get(kind) or {f.__name__: f for f in _BUILDERS.values()}.get(kind)
     if builder is None:
-        raise SettingsError(f"unknown phantom kind {kind!r}; choose one of {', '.join(KINDS)}")
+        raise SettingsError(f"unknown phantom kind {kind!r}; choose one of "
+                            f"{', '.join(KINDS + FAMILIES)}")
     return builder(**kwargs)

@@ -606,77 +606,48 @@ def prepare_inputs(image: xr.DataArray, patch_size: int, stride: int = 1,
 
 # --------------------------------------------------------------------------- presets
 
-#: Recommended `fit` settings per kind of image, offered by the dashboard and used by
-#: ``benchmarks/quality.py``. Phantom kinds (``synthetic.KINDS``) and real-data kinds
-#: (``"pfm"``, ``"stem"``, ``"spectral"``). ``patch_size`` is clipped to a third of the
-#: image by `preset_for`. ``"transform": "auto"`` lets `choose_transform` decide from
-#: the image; the figures these give are in ``benchmarks/quality.py``'s output.
+#: Documented starting points for `fit` per kind of image, offered by the dashboard and
+#: used by ``benchmarks/quality.py``. ``fit(image)`` does not need them: it chooses its
+#: settings from the image (``models.auto.choose_settings``). Phantom kinds
+#: (``synthetic.KINDS``) and real-data kinds (``"pfm"``, ``"stem"``, ``"spectral"``).
+#: ``patch_size`` is clipped to a third of the image by `preset_for`. ``"transform":
+#: "auto"`` lets `choose_transform` decide from the image. Figures: ``python
+#: benchmarks/quality.py --repeats 3`` (and ``--low-snr``).
 PRESETS: dict[str, dict] = {
     # Rotated honeycomb grains (three of them): |FFT| sees the orientation of the
-    # reflections; one latent per grain. (An earlier finding that the boundary prior
-    # hurt here, 256 px ARI 0.95 / 0.89 at weight 0 / 3, came from segmenting with a
-    # full-covariance GMM; with k-means, the default now, 0.972 / 0.970.)
-    # Boundary weight: the default 3. Sweep (256 px phantom seed 0, fit seeds 0-2,
-    # mean ARI [range]): weight 0 0.972 [0.96-0.98], 1 0.970, 3 0.970 [0.95-0.99],
-    # 6 0.958, 10 0.946: no weight beats 0 at the phantom's default dose (200), because
-    # there every misclassified cell (weights 0 and 3) is a wall cell: walls sit within
-    # one grid step, no speckle is left for the prior to remove. At dose 10 (per-pixel
-    # SNR 1.5, `benchmarks/quality.py --low-snr`) weight 3 gives 0.959 / bF1 0.990
-    # against 0.953 / 0.969 at weight 0 (PCA+GMM on the same inputs 0.942 / 0.977);
-    # at dose 5 all tie (0.949 / 0.948, PCA+GMM 0.962).
+    # reflections; one latent per grain. The default boundary weight: on the clean
+    # phantom every misclassified cell is already a wall cell, so the prior has little
+    # to remove; it pays off at low dose.
     "graphene_grains": {"patch_size": 24, "stride": 4, "transform": "fft+mean",
                         "latent_dim": 3},
     # Stripe orientation domains, period 11.3 px: a 24 px patch holds two periods
     # (16 px holds 1.4, too few for |FFT| features). The phantoms' recommended
     # patch_size/stride attrs equal these presets (tests/test_features.py checks it).
-    # Boundary weight: the default 3. Sweep as for graphene: weight 0 0.936, 1 0.941,
-    # 3 0.936, 6 0.928, 10 0.926 (ranges 0.01 wide; all errors are wall cells). The
-    # prior pays off with noise: Gaussian noise 0.3 (SNR 0.5), weight 3 0.927
-    # [0.92-0.93] against weight 0 0.725 [0.33-0.92] and 10 0.618 [0.00-0.93]; at 0.1
-    # and 0.2 weights 0-10 tie (0.92-0.93), while PCA on the same inputs fails
-    # (ARI <= 0.14) from noise 0.1 on.
+    # The default weight; the prior matters with noise, where PCA on the same inputs
+    # fails.
     "bfo_stripes": {"patch_size": 24, "stride": 4, "transform": "fft+mean", "latent_dim": 2},
     # Two lattices (periods 8.9 and 4.8 px) with the same mean intensity; two domains,
-    # so one latent (3 fit seeds, 256 px, k-means: ARI 0.87-0.94).
-    # Boundary weight: the default 3, a compromise between noise levels. Sweep as for
-    # graphene, default dose 200: weight 0 0.938 [0.93-0.94], 1 0.934, 3 0.929, 6 0.888,
-    # 10 0.877 [0.80-0.93] (with a boundary ramp 0.25-0.5: 0.922); all errors within
-    # one cell of a wall. Dose 10 (SNR 1.5): weight 0 0.788 [0.62-0.89], 3 0.796
-    # [0.62-0.89], 10 0.902 [0.88-0.92] (ramped: 0.796; PCA on the same inputs 0.02).
-    # Dose 20, phantom seeds 0 / 1: weight 0 0.881 / 0.933, 3 0.885 / 0.945, 10 0.897
-    # / 0.946. So the weight that rescues noisy scans (10) costs 0.06 on clean ones;
-    # raise it for noisy images.
+    # so one latent. The default weight is a compromise between noise levels: a
+    # larger one rescues noisy scans and costs a little on clean ones (which is why
+    # fit's automatic weight rises with the estimated noise).
     "nio_lsmo": {"patch_size": 24, "stride": 4, "transform": "fft+mean", "latent_dim": 1},
     # 180 degree domains: the phase channel (as cos/sin) defines them; raw patches. One
     # latent: a second one can follow the amplitude's slow background. Boundary weight
-    # 10 (256 px phantom seed 0, fit seeds 0-2, k-means, mean ARI [range]): weight 3
-    # 0.898 [0.88-0.93], 6 0.900, 8 0.914, 10 0.917 [0.905-0.929], 12 0.912, 15 0.911,
-    # 30 0.889 (0 0.822; PCA+GMM 0.916): a plateau at 8-15 with a steadier worst seed.
-    # Not better (at weight 10 unless said): two latents 0.894 (weight 3: 0.882, 30:
-    # 0.900); stride 2 0.891 (weight 3: 0.870); patch 12 0.907; tiles 16 0.893; KL
-    # warm-up 0 or 0.5 0.916 / 0.917; boundary ramp 0.906; anisotropic TV 0.911;
-    # boundary_units="spread" 0.850; lr 1e-3 0.789; 64 epochs 0.916 (2x the time). The
-    # VAE ties PCA here rather than beating it clearly (patch 13: 0.938 vs PCA 0.949).
-    # At phase noise 45 deg and amplitude noise 0.2 (phase SNR 1.5, `quality.py
-    # --low-snr`): weight 10 0.919 [0.92-0.92], weight 0 0.880 [0.83-0.93], PCA+GMM on
-    # raw patches 0.918 (a patch mean is already a good denoiser of a two-level phase).
+    # 10: the middle of a plateau of good weights with the steadiest worst seed.
     "pfm_labyrinth": {"patch_size": 16, "stride": 4, "transform": "patch", "latent_dim": 1,
                       "boundary_weight": 10.0},
     # Real data: let "auto" decide from the image.
     "pfm": {"patch_size": 16, "stride": 4, "transform": "auto", "latent_dim": 2},
-    # HAADF-STEM at a few nm field of view: the MoS2 file's strongest reflection has a
-    # 19.9 px period (512 px, 7 nm), so a 48 px patch holds 2.4 periods.
+    # HAADF-STEM at a few nm field of view: the strongest reflection of the MoS2 file
+    # has a period of about 20 px, so a 48 px patch holds over two periods.
     "stem": {"patch_size": 48, "stride": 8, "transform": "auto", "latent_dim": 2},
     "spectral": {"patch_size": 3, "stride": 1, "transform": "spectrum", "latent_dim": 2},
 }
 
 #: Recommended `segment` options per kind (keyword arguments of
-#: ``phyvae_dash.segment``); kinds not listed use its default (k-means for a given
-#: number of domains). The stripe phantom's four orientation domains in two latents
-#: form elongated clusters that k-means sometimes splits along their length (128 px,
-#: fit seeds 0-1, seven fit settings: k-means ARI below 0.25 in 6 of 14 fits, a
-#: tied-covariance GMM in 2 of 14, both fits where every segmenter failed; at 256 px
-#: the two agree within 0.01).
+#: ``phyvae_dash.segment``); kinds not listed use its default. The stripe phantom's four
+#: orientation domains in two latents form elongated clusters that k-means sometimes
+#: splits along their length; a tied-covariance GMM does so less often.
 SEGMENT_PRESETS: dict[str, dict] = {
     "bfo_stripes": {"method": "tied"},
 }

@@ -29,18 +29,14 @@ from .losses import DEFAULT_EPS, reference_boundary_term
 from .losses import boundary_loss as tv_loss
 from .registry import MODELS, build_model
 
-#: Default weight of the TV boundary loss. With ``boundary_scale="kl"`` (default) it is
+#: Default weight of the TV boundary loss on clean scans (``fit`` raises it for noisy
+#: ones: ``auto.noise_aware_weight``). With ``boundary_scale="kl"`` (default) it is
 #: dimensionless: a wall density of one grid step of wall (jump of one prior std) per
 #: grid point costs this fraction of the information (KL, nats per patch) the content
-#: latents carry (see `boundary_price` and `losses`). Chosen with
-#: ``benchmarks/quality.py --repeats 3`` (256 px, fit seeds 0-2, mean ARI; weight 0 /
-#: 1 in spread units / 3 in prior units): graphene 0.972 / 0.953 / 0.970, stripes
-#: 0.936 / 0.942 / 0.936, NiO-LSMO 0.938 / 0.924 / 0.929, PFM 0.822 / 0.846 / 0.898
-#: (range 0.67-0.92 / 0.75-0.93 / 0.88-0.93). On the clean lattice phantoms the walls
-#: are already at the grid's resolution without the prior (every misclassified cell is
-#: a wall cell, at weight 0 as at 3); where it matters (PFM, and noisy or small images:
-#: tests/test_train.py; ``benchmarks/quality.py --low-snr``, per-pixel SNR 1.5) it gives
-#: shorter walls and stabler maps. Per-kind sweeps: ``features.PRESETS``' comments.
+#: latents carry (see `boundary_price` and `losses`). On clean lattice phantoms the walls
+#: are already at the grid's resolution without the prior, so the weight barely matters;
+#: on noisy or small images it gives shorter walls and stabler maps. Measured with
+#: ``python benchmarks/quality.py --repeats 3`` and ``benchmarks/auto_settings.py``.
 DEFAULT_BOUNDARY_WEIGHT = 3.0
 #: Weight ``w`` of the authors' multiplicative form ``(w + term) * ELBO``.
 DEFAULT_REFERENCE_WEIGHT = 0.5
@@ -250,9 +246,9 @@ def encode_all(model, data: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tens
 def fit(
     image: xr.DataArray,
     *,
-    patch_size: int,
-    stride: int = 1,
-    latent_dim: int = 2,
+    patch_size: int | str = "auto",
+    stride: int | str = "auto",
+    latent_dim: int | None = None,
     boundary_weight: float | None = None,
     model: str = "vae",
     transform: str = "auto",
@@ -286,20 +282,27 @@ def fit(
     image : xarray.DataArray
         ``(y, x)``, ``(y, x, channel)`` or ``(y, x, spectrum)`` (a NumPy array is wrapped
         with dims ``(y, x[, channel])``).
-    patch_size, stride : int
+    patch_size, stride : int or "auto"
         Square patches of ``patch_size`` pixels around scan positions ``stride`` apart.
-    latent_dim : int
-        Number of content latents (the maps in ``z_mean``).
+        ``"auto"`` (default): chosen from the image by ``auto.choose_settings`` (the
+        lattice period, or label-free trials at a few scales); every automatic choice
+        and its reason is recorded in ``attrs["auto_reasons"]``.
+    latent_dim : int, optional
+        Number of content latents (the maps in ``z_mean``); ``None``: chosen (2).
     boundary_weight : float, optional
         Weight of the boundary loss (dimensionless with ``boundary_scale="kl"``, see
-        `boundary_price`). ``None``: `DEFAULT_BOUNDARY_WEIGHT` for the TV forms, `DEFAULT_REFERENCE_WEIGHT` (the ``w`` of ``(w + term) * ELBO``) for
-        ``boundary_loss="reference"``. ``0`` trains a plain VAE.
+        `boundary_price`). ``None``: for the TV forms, chosen from the image's
+        estimated noise (`DEFAULT_BOUNDARY_WEIGHT` on clean scans, more on noisy ones,
+        see ``auto.noise_aware_weight``); `DEFAULT_REFERENCE_WEIGHT` (the ``w`` of
+        ``(w + term) * ELBO``) for ``boundary_loss="reference"``. ``0`` trains a plain
+        VAE.
     model : {"vae", "shift", "rotation"}
         Plain VAE; shift-invariant (2 translation latents, coordinate decoder);
         rotation- and shift-invariant.
     transform : str
         Input transform passed to ``features.prepare_inputs`` (``"auto"`` chooses and
-        says why in ``attrs["transform_reason"]``).
+        says why in ``attrs["transform_reason"]``; with an automatic patch size the
+        transform is chosen together with it).
     epochs : int, optional
         ``None``: `auto_epochs` (about 120k patch visits for the plain VAE).
     device : str
@@ -390,13 +393,24 @@ def fit(
     >>> result = fit(img, patch_size=8, stride=2, epochs=3, device="cpu")
     >>> result.z_mean.dims, result.sizes["epoch"]
     (('latent', 'y', 'x'), 3)
+    >>> auto = fit(img, epochs=3, device="cpu")        # every setting from the image
+    >>> auto.attrs["auto_reasons"][0]  # doctest: +ELLIPSIS
+    'patch_size ...: no lattice; cleanest 2-way split...'
     """
     settings = {k: v for k, v in locals().items() if k not in ("image", "num_threads")}
     if num_threads is None:
         num_threads = max(1, (os.cpu_count() or 2) // 2)
     _enter_threads(int(num_threads))
     try:
-        return _fit(image, **settings)
+        image = _as_image(image)
+        settings, auto_attrs = _automatic_settings(image, settings)
+        result = _fit(image, **settings)
+        if auto_attrs:
+            if auto_attrs.pop("_transform_chosen", False):
+                result.attrs["transform_reason"] = auto_attrs["auto_reasons"][2]
+            result.attrs["elapsed_s"] += auto_attrs["auto_elapsed_s"]
+            result.attrs.update(auto_attrs)
+        return result
     finally:
         _leave_threads()
 
@@ -416,6 +430,32 @@ def _leave_threads() -> None:
         _threads_state["active"] -= 1
         if _threads_state["active"] == 0:
             torch.set_num_threads(_threads_state["saved"])
+
+
+def _automatic_settings(image, settings: dict) -> tuple[dict, dict]:
+    """Replace the "auto"/None settings by ``auto.choose_settings``' choices.
+
+    Returns the settings for `_fit` and the attrs that record the choices (empty when
+    the user set everything).
+    """
+    from .auto import choose_settings
+
+    tv = settings["boundary_loss"] in ("tv", "anisotropic")
+    wanted = (settings["patch_size"] in ("auto", None), settings["stride"] in ("auto", None),
+              settings["latent_dim"] is None, settings["transform"] == "auto",
+              tv and settings["boundary_weight"] is None)
+    if not any(wanted):
+        return settings, {}
+    choice = choose_settings(
+        image, patch_size=settings["patch_size"], stride=settings["stride"],
+        transform=settings["transform"], latent_dim=settings["latent_dim"],
+        boundary_weight=settings["boundary_weight"] if tv else 0.0, seed=settings["seed"])
+    chosen = choice.fit_kwargs()
+    if not tv:
+        chosen["boundary_weight"] = settings["boundary_weight"]
+    attrs = choice.as_attrs()
+    attrs["_transform_chosen"] = settings["transform"] == "auto"
+    return {**settings, **chosen}, attrs
 
 
 def _fit(image, *, patch_size, stride, latent_dim, boundary_weight, model, transform, epochs,

@@ -1,0 +1,396 @@
+"""Settings chosen from the image itself: what ``fit(image)`` uses when told nothing.
+
+The right patch size differs from scan to scan (a few pixels for relaxor nanodomains,
+two or three lattice periods for a lattice, several correlation lengths for a texture),
+so no fixed default serves them all. `choose_settings` reads the image's own
+characteristic lengths and runs a few cheap label-free trials:
+
+1. **Lattice period** (`features.detect_lattice_period`): when the power spectrum has
+   sharp reflections, 3, 4 and 5 periods (at least 12 px) join the candidate patch
+   sizes, and every candidate's input is ``"fft+mean"`` (|FFT| sees the lattice's
+   period, orientation and symmetry but not its offset; the patch mean keeps domains defined by intensity, such as the layers
+   of an interface, which a lattice image can also have).
+2. **Candidate sizes** from 4 to 32 px; without a lattice each is tried with raw patches
+   (domains of different intensity or phase) and with ``"fft+mean"`` (textures that
+   differ in correlation length or anisotropy have the same mean and differ only in
+   their power spectra).
+3. **Trials**: every candidate's inputs, on a coarse grid of at most ~1600 patches, are
+   projected on their two leading principal components and split in two by k-means;
+   the candidate whose split is cleanest (highest mean silhouette) wins. Too small a
+   patch sees noise, too large a one mixes domains: both lower the silhouette. Among
+   candidates within `SCORE_TOLERANCE` of the best the smallest patch is taken (finer
+   walls).
+4. **Stride**: a quarter of the patch, raised where needed so that the fit has at most
+   `MAX_PATCHES` scan positions (bounded training time).
+5. **Boundary weight from the noise**: the per-pixel noise (`estimate_noise`, a
+   robust high-pass residual) over the signal gives an SNR; the TV prior helps on noisy scans, so
+   the weight rises from `DEFAULT_BOUNDARY_WEIGHT` (SNR >= `CLEAN_SNR`) to
+   `NOISY_BOUNDARY_WEIGHT` (SNR <= `NOISY_SNR`), log-linearly in between.
+
+Settings passed by the user are kept as they are (their reason says so).
+The figures behind these rules are printed by ``python benchmarks/auto_settings.py``.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import xarray as xr
+from threadpoolctl import threadpool_limits
+
+from ..errors import SettingsError
+from .features import _is_spectral, _standard_channels, detect_lattice_period, prepare_inputs
+
+__all__ = ["AutoSettings", "choose_settings", "estimate_noise", "smallest_image_side"]
+
+#: Candidate patch sizes (px) for images without a lattice.
+FREE_PATCH_SIZES = (4, 6, 8, 12, 16, 24, 32)
+#: Candidate patch sizes for a lattice image, in lattice periods.
+PERIODS_PER_PATCH = (3.0, 4.0, 5.0)
+#: Smallest patch for |FFT| features of a lattice (enough frequency bins).
+MIN_LATTICE_PATCH = 12
+#: A candidate patch must fit this many times along the image's shorter side.
+PATCHES_PER_SIDE = 4
+#: Most scan positions a trial clusters (trials are cheap, whatever the image size).
+TRIAL_CELLS = 1600
+#: Most scan positions of the fit itself (bounds its time on big images).
+MAX_PATCHES = 4096
+#: Candidates within this much of the best silhouette count as tied; the smallest wins.
+SCORE_TOLERANCE = 0.02
+DEFAULT_BOUNDARY_WEIGHT = 3.0
+NOISY_BOUNDARY_WEIGHT = 10.0
+CLEAN_SNR, NOISY_SNR = 3.0, 1.0
+DEFAULT_LATENT_DIM = 2
+
+
+@dataclass
+class AutoSettings:
+    """The settings `choose_settings` picked, each with the reason for it.
+
+    Attributes
+    ----------
+    patch_size, stride : int
+        Patch side and step between patch centres, in pixels.
+    transform : str
+        Input transform (``features.TRANSFORMS``).
+    latent_dim : int
+        Number of content latents.
+    boundary_weight : float
+        Weight of the TV boundary loss (KL units, see ``train.boundary_price``).
+    lattice_period_px : float
+        Period of the strongest lattice reflection (0: no lattice).
+    noise_sigma : float
+        Per-pixel noise of the z-scored image (``estimate_noise``).
+    snr : float
+        Estimated per-pixel signal-to-noise ratio.
+    reasons : dict
+        ``{setting: one-line reason}`` for each setting above.
+    scores : dict
+        ``{"<transform>@<patch>": silhouette}`` of the trials (empty when none ran).
+    elapsed_s : float
+        Time the choice took.
+    """
+
+    patch_size: int
+    stride: int
+    transform: str
+    latent_dim: int
+    boundary_weight: float
+    lattice_period_px: float = 0.0
+    noise_sigma: float = 0.0
+    snr: float = 0.0
+    reasons: dict = field(default_factory=dict)
+    scores: dict = field(default_factory=dict)
+    elapsed_s: float = 0.0
+
+    SETTINGS = ("patch_size", "stride", "transform", "latent_dim", "boundary_weight")
+
+    def fit_kwargs(self) -> dict:
+        """The chosen settings as keyword arguments of ``fit``."""
+        return {k: getattr(self, k) for k in self.SETTINGS}
+
+    def reason_list(self) -> list[str]:
+        """One line per setting, ``"patch_size 24: ..."`` (what the dashboard shows)."""
+        return [f"{k} {getattr(self, k)}: {self.reasons.get(k, '')}" for k in self.SETTINGS]
+
+    def as_attrs(self) -> dict:
+        """NetCDF-safe attributes: ``auto_reasons`` (list) and the measured quantities."""
+        return {"auto_reasons": self.reason_list(),
+                "auto_lattice_period_px": float(self.lattice_period_px),
+                "auto_noise_sigma": float(self.noise_sigma),
+                "auto_snr": float(self.snr),
+                "auto_trials": ", ".join(f"{k}={v:.3f}" for k, v in self.scores.items()),
+                "auto_elapsed_s": float(self.elapsed_s)}
+
+    def to_dict(self) -> dict:
+        """Every field as a plain dict."""
+        return asdict(self)
+
+
+def smallest_image_side() -> int:
+    """Shortest image side (px) for which some candidate patch size fits."""
+    return PATCHES_PER_SIDE * min(FREE_PATCH_SIZES)
+
+
+def estimate_noise(image: xr.DataArray) -> tuple[float, float]:
+    """Per-pixel noise of the z-scored image and the SNR it implies: ``(sigma, snr)``.
+
+    Each channel (phase channels as cos/sin) is z-scored and filtered with
+    Immerkaer's (1996) kernel, a difference of Laplacians that cancels any signal
+    that is locally linear; the robust (median absolute deviation) scale of the
+    residual over the kernel's norm (6) is the per-pixel noise. Channels are combined
+    by taking the least noisy, since one clean channel is enough to find the domains.
+    The SNR is the signal's std (the rest of the unit variance) over the noise.
+    Structure finer than about 3 px (an atomic lattice at 3 px period) counts partly
+    as noise.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> rng = np.random.default_rng(0)
+    >>> clean = np.repeat([0.0, 1.0], 64)[None, :].repeat(128, 0)
+    >>> sigma, snr = estimate_noise(xr.DataArray(clean + 0.5 * rng.normal(size=clean.shape),
+    ...                                          dims=("y", "x")))
+    >>> round(snr, 1)
+    1.0
+    """
+    from scipy.ndimage import convolve
+    from scipy.stats import median_abs_deviation
+
+    if _is_spectral(image):
+        a = np.asarray(image.data, dtype=float)
+        a = (a - a.mean(axis=(0, 1))) / (a.std(axis=(0, 1)) + 1e-12)
+    else:
+        a, _ = _standard_channels(image, "zscore")
+    kernel = np.array([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]])
+    sigmas = []
+    for c in range(a.shape[-1]):
+        residual = convolve(a[..., c], kernel, mode="reflect")[1:-1, 1:-1]
+        sigmas.append(float(median_abs_deviation(residual, axis=None, scale="normal")) / 6.0)
+    sigma = float(np.clip(min(sigmas), 0.0, 0.999))
+    snr = math.sqrt(max(1.0 - sigma**2, 1e-6)) / max(sigma, 1e-6)
+    return sigma, float(snr)
+
+
+def noise_aware_weight(snr: float) -> float:
+    """Boundary weight for an estimated per-pixel SNR (see the module docstring).
+
+    Examples
+    --------
+    >>> noise_aware_weight(10.0), noise_aware_weight(0.5)
+    (3.0, 10.0)
+    """
+    if snr >= CLEAN_SNR:
+        return DEFAULT_BOUNDARY_WEIGHT
+    if snr <= NOISY_SNR:
+        return NOISY_BOUNDARY_WEIGHT
+    t = math.log(CLEAN_SNR / snr) / math.log(CLEAN_SNR / NOISY_SNR)
+    return float(round(DEFAULT_BOUNDARY_WEIGHT
+                       * (NOISY_BOUNDARY_WEIGHT / DEFAULT_BOUNDARY_WEIGHT) ** t, 2))
+
+
+def _trial_score(image: xr.DataArray, patch_size: int, transform: str, seed: int) -> float:
+    """Silhouette of a 2-way k-means split of the inputs' two leading PCA scores."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import silhouette_score
+
+    ny, nx = image.sizes["y"], image.sizes["x"]
+    cells = (ny - patch_size + 1) * (nx - patch_size + 1)
+    stride = max(1, math.ceil(math.sqrt(cells / TRIAL_CELLS)))
+    inputs = prepare_inputs(image, patch_size, stride, transform=transform)
+    data = inputs.data.reshape(-1, int(np.prod(inputs.feature_shape))).astype(np.float64)
+    data -= data.mean(axis=0)
+    if len(data) < 8:
+        return -1.0
+    _, _, vt = np.linalg.svd(data, full_matrices=False)
+    scores = data @ vt[:2].T
+    if not np.isfinite(scores).all() or scores.std() == 0:
+        return -1.0
+    labels = KMeans(2, n_init=3, random_state=seed).fit_predict(scores)
+    if len(np.unique(labels)) < 2:
+        return -1.0
+    return float(silhouette_score(scores, labels, sample_size=min(len(scores), 1000),
+                                  random_state=seed))
+
+
+def _candidates(image, period, transform):
+    """``[(patch_size, transform, why)]`` to try."""
+    side = min(image.sizes["y"], image.sizes["x"])
+    largest = side // PATCHES_PER_SIDE
+    out = []
+    if period:
+        for n in PERIODS_PER_PATCH:
+            p = int(max(MIN_LATTICE_PATCH, 2 * round(n * period / 2)))
+            if p <= largest and all(p != c[0] for c in out):
+                out.append((p, "fft+mean" if transform == "auto" else transform,
+                            f"lattice period {period:.1f} px, {p / period:.1f} periods"))
+        fallback = 2 * (largest // 2)
+        if not out and fallback >= 1.8 * period:
+            # A long period in a small image: the largest patch that fits still holds
+            # enough periods for |FFT| features.
+            out.append((fallback, "fft+mean" if transform == "auto" else transform,
+                        f"lattice period {period:.1f} px, {fallback / period:.1f} periods "
+                        "(the largest patch the image allows)"))
+    # The free sizes are tried even when there is a lattice: a periodic signal need not
+    # be what tells the domains apart (a scan artefact in one channel of a PFM scan),
+    # and the trials decide. On a lattice only with |FFT| + mean inputs, though: raw
+    # patches of a lattice split cleanly by where the atoms sit in them, which is no
+    # domain at all.
+    free_transforms = ("patch", "fft+mean") if not period else ("fft+mean",)
+    if True:
+        for p in FREE_PATCH_SIZES:
+            if p > largest:
+                continue
+            for t in (free_transforms if transform == "auto" else (transform,)):
+                if t == "fft+mean" and p < 8:
+                    continue  # too few frequencies for a spectrum
+                if all((p, t) != c[:2] for c in out):
+                    out.append((p, t, None))
+    return out
+
+
+def choose_settings(image: xr.DataArray, *, patch_size="auto", stride="auto",
+                    transform="auto", latent_dim=None, boundary_weight=None,
+                    seed: int = 0) -> AutoSettings:
+    """Choose fit settings from the image alone (no labels, no presets).
+
+    Parameters
+    ----------
+    image : xarray.DataArray
+        ``(y, x)``, ``(y, x, channel)`` or ``(y, x, spectral)``.
+    patch_size, stride : int or "auto"
+        Given values are kept; ``"auto"`` (or None) chooses them.
+    transform : str
+        ``"auto"`` chooses; anything else is kept.
+    latent_dim : int, optional
+        None chooses.
+    boundary_weight : float, optional
+        None chooses from the estimated noise.
+    seed : int
+        Seed of the trials' k-means.
+
+    Returns
+    -------
+    AutoSettings
+        The settings and a one-line reason for each.
+
+    Raises
+    ------
+    SettingsError
+        When the image is too small for any candidate patch size.
+
+    Examples
+    --------
+    >>> import phyvae_dash as pvd
+    >>> ds = pvd.synthetic.make("patch_stripes", shape=(128, 128), seed=0)
+    >>> choice = choose_settings(ds.image)
+    >>> choice.transform, choice.patch_size >= 2 * ds.attrs["period_px"]
+    ('fft+mean', True)
+    >>> choice.reason_list()[0]  # doctest: +ELLIPSIS
+    'patch_size ...: lattice period 1...'
+    """
+    t0 = time.perf_counter()
+    if patch_size is None:
+        patch_size = "auto"
+    if stride is None:
+        stride = "auto"
+    ny, nx = image.sizes["y"], image.sizes["x"]
+    reasons: dict[str, str] = {}
+    scores: dict[str, float] = {}
+    spectral = _is_spectral(image)
+    period = None if spectral else detect_lattice_period(image)
+
+    if patch_size == "auto":
+        if min(ny, nx) < smallest_image_side():
+            raise SettingsError(
+                f"the image ({ny} x {nx} px) is too small for automatic settings: the "
+                f"smallest candidate patch ({min(FREE_PATCH_SIZES)} px) must fit "
+                f"{PATCHES_PER_SIDE} times per side, so use an image of at least "
+                f"{smallest_image_side()} x {smallest_image_side()} px, or pass patch_size")
+        if spectral:
+            patch_size = 3
+            reasons["patch_size"] = "spectral data: the spectra of a 3 x 3 neighbourhood"
+            if transform == "auto":
+                transform = "spectrum"
+                reasons["transform"] = "spectral data: the spectrum at each position"
+        else:
+            candidates = _candidates(image, period, transform)
+            with threadpool_limits(limits=1):
+                for p, t, _ in candidates:
+                    scores[f"{t}@{p}"] = _trial_score(image, p, t, seed)
+            best = max(scores.values())
+            chosen = next(c for c in candidates
+                          if scores[f"{c[1]}@{c[0]}"] >= best - SCORE_TOLERANCE)
+            patch_size, chosen_transform, why = chosen
+            score = scores[f"{chosen_transform}@{patch_size}"]
+            tried = ", ".join(sorted({str(c[0]) for c in candidates}, key=int))
+            if why is None:
+                why = (f"lattice period {period:.1f} px, {patch_size / period:.1f} periods"
+                       if period else "no lattice")
+            lead = why + "; "
+            reasons["patch_size"] = (f"{lead}cleanest 2-way split of the inputs among patches "
+                                     f"{tried} px (silhouette {score:.2f})")
+            if transform == "auto":
+                transform = chosen_transform
+                if period:
+                    reasons["transform"] = (f"lattice (period {period:.1f} px): |FFT| sees "
+                                            "the lattice, the patch mean sees intensity domains")
+                elif transform == "fft+mean":
+                    reasons["transform"] = ("no lattice; |FFT| + mean split the image more "
+                                            "cleanly than raw patches (texture domains)")
+                else:
+                    reasons["transform"] = ("no lattice; raw patches split the image more "
+                                            "cleanly than |FFT| (intensity domains)")
+    else:
+        reasons["patch_size"] = "set by the user"
+    if not (isinstance(patch_size, (int, np.integer)) and patch_size >= 2):
+        raise SettingsError(f"patch_size must be an integer >= 2 or 'auto', got {patch_size!r}")
+    patch_size = int(patch_size)
+
+    if transform == "auto":
+        # The user fixed the patch: resolve the transform as prepare_inputs would.
+        from .features import choose_transform
+
+        transform, why, _ = choose_transform(image, patch_size)
+        reasons["transform"] = why
+    elif "transform" not in reasons:
+        reasons["transform"] = "set by the user"
+
+    if stride == "auto":
+        stride = max(1, round(patch_size / 4))
+        cells = (ny - patch_size + 1) * (nx - patch_size + 1)
+        least = math.ceil(math.sqrt(cells / MAX_PATCHES))
+        if least > stride:
+            stride = least
+            reasons["stride"] = (f"a quarter of the patch, raised to keep at most "
+                                 f"{MAX_PATCHES} scan positions")
+        else:
+            reasons["stride"] = "a quarter of the patch: neighbouring patches overlap by 3/4"
+    else:
+        reasons["stride"] = "set by the user"
+    stride = int(stride)
+
+    if latent_dim is None:
+        latent_dim = DEFAULT_LATENT_DIM
+        reasons["latent_dim"] = ("two latents hold two to four domains on their maps; "
+                                 "segment(n_domains=None) counts them")
+    else:
+        reasons["latent_dim"] = "set by the user"
+
+    sigma, snr = estimate_noise(image)
+    if boundary_weight is None:
+        boundary_weight = noise_aware_weight(snr)
+        reasons["boundary_weight"] = (f"estimated per-pixel SNR {snr:.1f} (noise {sigma:.2f} "
+                                      "of the image std): " + (
+                                          "clean, the default weight" if snr >= CLEAN_SNR else
+                                          "noisy, a stronger wall prior"))
+    else:
+        reasons["boundary_weight"] = "set by the user"
+
+    return AutoSettings(patch_size=patch_size, stride=stride, transform=str(transform),
+                        latent_dim=int(latent_dim), boundary_weight=float(boundary_weight),
+                        lattice_period_px=float(period or 0.0), noise_sigma=sigma, snr=snr,
+                        reasons=reasons, scores=scores,
+                        elapsed_s=time.perf_counter() - t0)
