@@ -24,6 +24,8 @@ import xarray as xr
 from .. import __version__
 from ..errors import FitCancelled, FitDiverged, SettingsError
 from . import persist
+from .device import pick_device
+from .encode import as_image, encode_all, latent_dataset
 from .losses import DEFAULT_EPS, reference_boundary_term
 from .losses import boundary_loss as tv_loss
 from .vae import build_model
@@ -81,32 +83,6 @@ def _adam(parameters, lr: float) -> torch.optim.Optimizer:
         return torch.optim.Adam(parameters, lr=lr, fused=True)
     except (RuntimeError, TypeError, ValueError):  # older torch, or a device without it
         return torch.optim.Adam(parameters, lr=lr)
-
-
-def pick_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` picks CUDA, then Apple MPS, then the CPU; anything else is passed on.
-
-    Examples
-    --------
-    >>> pick_device("cpu")
-    device(type='cpu')
-    """
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise SettingsError(f"device {device!r} is not a torch device ({exc})") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SettingsError("device 'cuda' was asked for but CUDA is not available")
-    return dev
 
 
 def auto_epochs(n_patches: int, model: str = "vae") -> int:
@@ -185,19 +161,6 @@ def boundary_ramp_factor(epoch: int, epochs: int, ramp: tuple[float, float]) -> 
     return (progress - start) / (end - start)
 
 
-def _as_image(image) -> xr.DataArray:
-    if isinstance(image, np.ndarray):
-        if image.ndim not in (2, 3):
-            raise SettingsError(f"image must be 2-D or 3-D, got shape {image.shape}")
-        dims = ("y", "x") if image.ndim == 2 else ("y", "x", "channel")
-        image = xr.DataArray(image, dims=dims)
-    if not isinstance(image, xr.DataArray):
-        raise SettingsError(f"image must be an xarray.DataArray, got {type(image).__name__}")
-    if image.ndim not in (2, 3) or image.dims[:2] != ("y", "x"):
-        raise SettingsError(f"image must have dims ('y', 'x'[, channel]), got {image.dims}")
-    return image
-
-
 def _check_settings(image, patch_size, stride, latent_dim, boundary_weight, model,
                     epochs, boundary_loss_kind, tile_size, batch_size, boundary_scale,
                     boundary_units="prior", boundary_ramp=(0.0, 0.0)):
@@ -227,17 +190,6 @@ def _check_settings(image, patch_size, stride, latent_dim, boundary_weight, mode
         raise SettingsError(f"boundary_ramp must be (start, end) with 0 <= start <= end <= 1, got {boundary_ramp!r}")
     if tile_size < 2 or batch_size < 1:
         raise SettingsError(f"tile_size must be >= 2 and batch_size >= 1 (got {tile_size}, {batch_size})")
-
-
-@torch.no_grad()
-def encode_all(model, data: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
-    """Posterior means and stds of every input, in chunks (no gradients)."""
-    mus, stds = [], []
-    for i in range(0, data.shape[0], chunk):
-        mu, std = model.encode(data[i:i + chunk])
-        mus.append(mu.float())
-        stds.append(std.float())
-    return torch.cat(mus), torch.cat(stds)
 
 
 def fit(
@@ -402,7 +354,7 @@ def _fit(image, *, patch_size, stride, latent_dim, boundary_weight, model, trans
     from .features import prepare_inputs
 
     t0 = time.perf_counter()
-    image = _as_image(image)
+    image = as_image(image)
     _check_settings(image, patch_size, stride, latent_dim, boundary_weight, model, epochs,
                     boundary_loss, tile_size, batch_size, boundary_scale, boundary_units,
                     tuple(boundary_ramp))
@@ -518,7 +470,7 @@ def _fit(image, *, patch_size, stride, latent_dim, boundary_weight, model, trans
 
     net.eval()
     mu, std = encode_all(net, data)
-    ds = persist.latent_dataset(net, mu, std, inputs.y, inputs.x)
+    ds = latent_dataset(net, mu, std, inputs.y, inputs.x)
     spread = float(ds["z_mean"].std(("y", "x")).max())
     if spread < COLLAPSED_SPREAD:
         warnings.warn(
