@@ -26,6 +26,7 @@ _LAZY = {
     "normalize": "phyvae_dash.data.patches",
     "fit": "phyvae_dash.models.train",
     "open_result": "phyvae_dash.models.persist",
+    "encode_many": "phyvae_dash.models.batch",
     "segment": "phyvae_dash.analysis.segment",
     "boundary_map": "phyvae_dash.analysis.segment",
     "boundary_length": "phyvae_dash.analysis.segment",

@@ -179,21 +179,24 @@ def statistics_from_sums(stats: ScanStatistics, count: float, total: np.ndarray,
     return stats
 
 
-def _even_chunks(size: int, target: int, minimum: int) -> tuple[int, ...]:
-    """Chunks of about ``target`` along an axis, none smaller than ``minimum``."""
-    target = max(target, minimum)
-    chunks = [target] * (size // target)
-    rest = size - sum(chunks)
-    if rest:
-        if chunks and rest < minimum:
-            chunks[-1] += rest
-        else:
-            chunks.append(rest)
-    return tuple(chunks)
+def _block_chunks(size: int, patch_size: int, stride: int, side: int) -> tuple[int, ...]:
+    """Pixel chunks along an axis such that block ``k`` owns positions
+    ``[k * side, (k + 1) * side)``: the first ends at ``p // 2 + side * stride``, the
+    others are ``side * stride`` long. The latent maps then have uniform chunks (as
+    Zarr wants). A last piece shorter than the halo holds no patch centre and is merged.
+    """
+    depth = patch_size // 2
+    side = max(side, -(-depth // stride))  # every block at least as long as the halo
+    bounds = list(range(depth + side * stride, size, side * stride))
+    if bounds and size - bounds[-1] < depth:
+        bounds.pop()
+    edges = [0, *bounds, size]
+    return tuple(b - a for a, b in zip(edges[:-1], edges[1:]))
 
 
 def _positions(chunks: tuple[int, ...], n_pixels: int, patch_size: int, stride: int):
-    """First and last+1 position owned by each chunk (by its centre pixel)."""
+    """First and last+1 position owned by each chunk (by its centre pixel), and the
+    chunk's first pixel."""
     n_pos = (n_pixels - patch_size) // stride + 1
     half = patch_size // 2
     starts = np.concatenate([[0], np.cumsum(chunks)])
@@ -202,8 +205,7 @@ def _positions(chunks: tuple[int, ...], n_pixels: int, patch_size: int, stride: 
 
 
 def map_positions(image: xr.DataArray, patch_size: int, stride: int, func, n_out: int,
-                  dtype=np.float32, per_block: bool = False, block_side: int | None = None,
-                  **kwargs):
+                  dtype=np.float32, per_block: bool = False, **kwargs):
     """Apply ``func(pixels, **kwargs)`` to every block of scan positions of ``image``.
 
     ``pixels`` is the ``(h, w, C)`` NumPy region holding exactly the patches of the
@@ -224,11 +226,10 @@ def map_positions(image: xr.DataArray, patch_size: int, stride: int, func, n_out
     if data.ndim == 2:
         data = data[:, :, None]
     depth = patch_size // 2
-    if block_side is None:
-        block_side = stride * max(1, round(math.sqrt(POSITIONS_PER_BLOCK)))
-    # Blocks at least a patch wide, so that the halo comes from the next block only;
-    # whatever the file's chunking (a chunking smaller than the patch is fixed here).
-    chunks = tuple(_even_chunks(n, block_side, 2 * depth + 1) for n in data.shape[:2])
+    side = max(1, round(math.sqrt(POSITIONS_PER_BLOCK)))
+    # The file's chunking does not matter (one smaller than the patch included): the
+    # blocks are re-cut here, each at least a halo long.
+    chunks = tuple(_block_chunks(n, patch_size, stride, side) for n in data.shape[:2])
     data = data.rechunk((chunks[0], chunks[1], -1))
     own = [_positions(c, n, patch_size, stride) for c, n in zip(chunks, data.shape[:2])]
     if per_block:

@@ -26,7 +26,7 @@ __all__ = ["compute_kwargs", "connect", "CONNECT_TIMEOUT_S", "LOCAL_SCHEDULERS"]
 
 LOCAL_SCHEDULERS = ("threads", "threading", "processes", "multiprocessing", "sync",
                     "synchronous", "single-threaded")
-CONNECT_TIMEOUT_S = 10
+CONNECT_TIMEOUT_S = 5
 _ADDRESS_PREFIXES = ("tcp://", "tls://", "inproc://", "ucx://", "ws://", "wss://")
 
 
