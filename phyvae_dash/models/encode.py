@@ -142,25 +142,37 @@ def _check_shape(shape, model) -> None:
 _WORKER_MODELS: "OrderedDict[tuple, torch.nn.Module]" = OrderedDict()
 
 
-def _worker_model(weights: bytes, device: str):
-    """The model behind ``weights``, built once per process and device."""
+def weights_token(model) -> str:
+    """A hash of the model's config and weights (safetensors bytes are not a stable key:
+    the order of their metadata varies from call to call)."""
     import hashlib
+    import json
 
+    digest = hashlib.sha1(json.dumps(model.config, sort_keys=True).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _worker_model(weights: bytes, token: str, device: str):
+    """The model behind ``weights``, built once per process and device."""
     from .device import pick_device
     from .weights import model_from_bytes
 
-    key = (hashlib.sha1(weights).hexdigest(), device)
+    key = (token, device)
     if key not in _WORKER_MODELS:
         _WORKER_MODELS[key] = model_from_bytes(weights).to(pick_device(device))
         while len(_WORKER_MODELS) > 4:
             _WORKER_MODELS.popitem(last=False)
+    _WORKER_MODELS.move_to_end(key)
     return _WORKER_MODELS[key]
 
 
-def _encode_block(pixels, like, patch_size, stride, stats, weights, device):
+def _encode_block(pixels, like, patch_size, stride, stats, weights, weights_id, device):
     from .blockwise import block_inputs
 
-    model = _worker_model(weights, device)
+    model = _worker_model(weights, weights_id, device)
     inputs = block_inputs(pixels, like, patch_size, stride, stats)
     n_y, n_x = inputs.shape[:2]
     dev = next(model.parameters()).device
@@ -225,9 +237,12 @@ def encode_chunked(model, image: xr.DataArray, patch_size: int, stride: int,
     like = template(image)
     probe = np.zeros((patch_size, patch_size, image.shape[2] if image.ndim == 3 else 1))
     _check_shape(block_inputs(probe, like, patch_size, 1, stats).shape[2:], model)
-    weights = dask.delayed(weights_to_bytes(model), pure=True)
+    token = weights_token(model)
+    # One key for the weights, named by their content: every block of every file that
+    # this model encodes depends on it, so a worker receives it once.
+    weights = dask.delayed(weights_to_bytes(model), name=f"model-weights-{token}")
     n_out = sum(count for *_, count in _outputs(model))
     values = map_positions(image, patch_size, stride, _encode_block, n_out, like=like,
-                           stats=stats, weights=weights, device=device)
+                           stats=stats, weights=weights, weights_id=token, device=device)
     coords = patch_centres(image, patch_size, stride)
     return _assemble(model, values, coords["y"], coords["x"])
