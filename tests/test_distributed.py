@@ -90,3 +90,24 @@ def test_encode_many_finishes_when_a_worker_process_dies(result, tmp_path, monke
         expected = result.pvd.encode(pvd.load(path)).z_mean
         got = pvd.open_result(written).z_mean
         assert float(abs(got - expected).max()) < 1e-5, written
+
+
+def test_cli_encode_fits_once_then_reuses_the_model(tmp_path, capsys):
+    from phyvae_dash.cli import main
+
+    files = []
+    for k in range(2):
+        files.append(str(tmp_path / f"scan{k}.npy"))
+        np.save(files[-1], _image((48, 48), seed=k).values)
+    out = tmp_path / "out"
+    assert main(["encode", *files, "--out", str(out), "--patch-size", "8", "--quiet"]) == 0
+    assert (out / "model.nc").exists() and (out / "scan1.zarr").exists()
+    model = out / "model.nc"
+    assert main(["encode", files[0], "--model", str(model), "--out", str(tmp_path / "again"),
+                 "--scheduler", "sync", "--quiet"]) == 0
+    first = pvd.open_result(out / "scan0.zarr").z_mean
+    again = pvd.open_result(tmp_path / "again" / "scan0.zarr").z_mean
+    assert float(abs(first - again).max()) < 1e-6
+    assert main(["encode", files[0], "--model", str(model), "--scheduler", "tcp://127.0.0.1:1",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "cannot reach the dask scheduler" in capsys.readouterr().err
