@@ -27,6 +27,7 @@ _LAZY = {
     "fit": "phyvae_dash.models.train",
     "choose_settings": "phyvae_dash.models.auto",
     "open_result": "phyvae_dash.models.persist",
+    "encode_many": "phyvae_dash.models.batch",
     "segment": "phyvae_dash.analysis.segment",
     "boundary_map": "phyvae_dash.analysis.segment",
     "boundary_length": "phyvae_dash.analysis.segment",

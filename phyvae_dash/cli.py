@@ -6,6 +6,9 @@
     Train on a file from the command line, with a progress bar; writes the result
     (NetCDF) and the model weights beside it (safetensors). Settings not given are
     chosen from the image (``choose_settings``) and printed with their reasons.
+``phyvae-dash encode FILES... --model result.nc --scheduler tcp://host:8786 --out DIR``
+    Encode many files with one model on a dask cluster (or this machine), one Zarr
+    store per file; without ``--model`` it first fits on the first file.
 
 Heavy imports (torch, Panel) happen inside the subcommands so that ``--help`` is fast.
 """
@@ -60,6 +63,22 @@ def _parser() -> argparse.ArgumentParser:
                           "the boundary length")
     fit.add_argument("--out", default="result.nc", help="output NetCDF path (default result.nc)")
     fit.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    encode = commands.add_parser(
+        "encode", help="encode many files with one model, on a dask cluster",
+        description="Encode FILES with a saved model (or fit one on the first file) and "
+                    "write DIR/<name>.zarr for each, block by block on a dask scheduler.")
+    encode.add_argument("files", nargs="+", help="microscopy files")
+    encode.add_argument("--model", default=None,
+                        help="a saved fit result (.nc with its .safetensors); default: fit on the first file")
+    encode.add_argument("--scheduler", default=None,
+                        help="dask scheduler: tcp://host:8786, threads or processes (default: threads)")
+    encode.add_argument("--out", default="encoded", help="output folder (default ./encoded)")
+    encode.add_argument("--channel", default=None, help="channel of multi-channel files (name or position)")
+    encode.add_argument("--patch-size", type=int, default=16, help="patch side when fitting (default 16)")
+    encode.add_argument("--stride", type=int, default=4, help="patch step when fitting (default 4)")
+    encode.add_argument("--device", default="auto", help="where the model runs: auto (GPU if any), cpu, cuda")
+    encode.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -129,6 +148,27 @@ def _fit(args) -> int:
     return 0
 
 
+def _encode(args) -> int:
+    import phyvae_dash as pvd
+    from phyvae_dash.models import persist
+    from phyvae_dash.models.batch import encode_many
+
+    out = Path(args.out)
+    if args.model is None:
+        image = pvd.load(args.files[0], channel=_channel(args.channel), lazy=True)
+        result = pvd.fit(image, patch_size=args.patch_size, stride=args.stride,
+                         device=args.device, scheduler=args.scheduler)
+        model = persist.save(result, out / "model.nc")
+        print(f"model fitted on {args.files[0]}: {model}")
+    else:
+        model = Path(args.model)
+    written = encode_many(args.files, model, out, scheduler=args.scheduler,
+                          channel=_channel(args.channel), device=args.device,
+                          progress=not args.quiet)
+    print(f"{len(written)} files encoded into {out}")
+    return 0
+
+
 def _serve(args) -> int:
     from phyvae_dash.app.app import serve
 
@@ -149,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _parser().parse_args(argv)
     try:
-        return _fit(args) if args.command == "fit" else _serve(args)
+        return {"fit": _fit, "serve": _serve, "encode": _encode}[args.command](args)
     except PhyvaeDashError as error:
         print(f"phyvae-dash {args.command}: {error}", file=sys.stderr)
         return 2

@@ -21,6 +21,7 @@ from threadpoolctl import threadpool_limits
 
 from ..data.units import UREG, convert
 from ..errors import DataError, SettingsError
+from .maps import label_blocks, smooth_lazy, smooth_maps, subsample
 
 METHODS = ("auto", "gmm", "tied", "kmeans", "otsu")
 MAX_DOMAINS = 8
@@ -118,23 +119,25 @@ def _latent_maps(result, latents) -> xr.DataArray:
 STANDARDIZE = ("global", "latent", None)
 
 
-def _standardise(vectors: np.ndarray, how: str | None) -> np.ndarray:
-    """Centre the latent vectors and bring them to unit scale.
+def _standard_scale(vectors: np.ndarray, how: str | None):
+    """``(centre, scale)`` that bring the latent vectors to unit scale: ``(v - centre) / scale``.
 
     ``"global"`` divides every latent by one common scale (the root-mean-square of
     their standard deviations): the clustering becomes independent of the latents'
     units while a latent that barely varies (a collapsed VAE latent, a minor principal
     component) keeps its small weight. ``"latent"`` z-scores each latent on its own,
     which would blow such a latent's noise up to the weight of an informative one.
+    Returned rather than applied, so that the blocks of a dask-backed map get the
+    scale of the sample the clustering was fitted on.
     """
-    centred = vectors - vectors.mean(axis=0)
-    std = centred.std(axis=0)
+    centre = vectors.mean(axis=0)
+    std = (vectors - centre).std(axis=0)
     if how == "latent":
-        return centred / np.where(std > 0, std, 1.0)
+        return centre, np.where(std > 0, std, 1.0)
     if how == "global":
         scale = np.sqrt(np.mean(std**2))
-        return centred / (scale if scale > 0 else 1.0)
-    return centred
+        return centre, np.full_like(std, scale if scale > 0 else 1.0)
+    return centre, np.ones_like(std)
 
 
 # -------------------------------------------------------------------------- clustering
@@ -183,7 +186,8 @@ def _merged_mixture(vectors: np.ndarray, max_domains: int, seed: int):
     most until none overlaps more than `MERGE_OVERLAP` (Hennig 2010, "Methods for
     merging Gaussian mixture components") counts separated clusters instead.
 
-    Returns ``(n_domains, labels of every vector, info attrs)``.
+    Returns ``(n_domains, the function that labels vectors, info attrs)``: it labels
+    these vectors, or others from the same maps (the blocks of a dask-backed result).
     """
     from sklearn.mixture import GaussianMixture
 
@@ -192,7 +196,7 @@ def _merged_mixture(vectors: np.ndarray, max_domains: int, seed: int):
     info = {"bic": bic, "icl": icl, "bic_n_domains": counts, "bic_components": int(k_bic),
             "merge_overlap": float(MERGE_OVERLAP)}
     if k_bic == 1:
-        return 1, np.zeros(len(vectors), dtype=int), info
+        return 1, lambda v: np.zeros(len(v), dtype=int), info
     rng = np.random.default_rng(seed)
     sample = vectors[rng.choice(len(vectors), BIC_SAMPLE, replace=False)] \
         if len(vectors) > BIC_SAMPLE else vectors
@@ -209,26 +213,29 @@ def _merged_mixture(vectors: np.ndarray, max_domains: int, seed: int):
         resp[:, i] += resp[:, j]
         resp = np.delete(resp, j, axis=1)
         groups[i] += groups.pop(j)
-    return resp.shape[1], resp.argmax(axis=1), info
+
+    def predict(v: np.ndarray) -> np.ndarray:
+        parts = mixture.predict_proba(v)
+        return np.stack([parts[:, g].sum(axis=1) for g in groups], axis=1).argmax(axis=1)
+
+    return resp.shape[1], predict, info
 
 
-def _cluster(vectors: np.ndarray, n_domains: int, method: str, seed: int) -> np.ndarray:
+def _clusterer(vectors: np.ndarray, n_domains: int, method: str, seed: int):
+    """Fit the clustering on ``vectors``; return the function that labels vectors
+    (these, or others from the same maps: the blocks of a dask-backed result)."""
     if n_domains == 1:
-        return np.zeros(len(vectors), dtype=int)
-    if method == "gmm":
+        return lambda v: np.zeros(len(v), dtype=int)
+    if method in ("gmm", "tied"):
         from sklearn.mixture import GaussianMixture
 
-        model = GaussianMixture(n_domains, covariance_type="full", n_init=3, random_state=seed)
-        return model.fit_predict(vectors)
-    if method == "tied":
-        from sklearn.mixture import GaussianMixture
-
-        model = GaussianMixture(n_domains, covariance_type="tied", n_init=3, random_state=seed)
-        return model.fit_predict(vectors)
+        kind = "full" if method == "gmm" else "tied"
+        return GaussianMixture(n_domains, covariance_type=kind, n_init=3,
+                               random_state=seed).fit(vectors).predict
     if method == "kmeans":
         from sklearn.cluster import KMeans
 
-        return KMeans(n_domains, n_init=10, random_state=seed).fit_predict(vectors)
+        return KMeans(n_domains, n_init=10, random_state=seed).fit(vectors).predict
     # otsu: thresholds on the single latent, classes ordered by value already
     from skimage.filters import threshold_multiotsu
 
@@ -239,20 +246,19 @@ def _cluster(vectors: np.ndarray, n_domains: int, method: str, seed: int) -> np.
     # Otsu splits between histogram bins but reports the centre of the last bin of the
     # lower class; thresholding values at that centre would move the upper half of that
     # bin into the next class. The bin's upper edge is the split Otsu actually chose.
-    return np.digitize(values, thresholds + (edges[1] - edges[0]) / 2)
+    return lambda v: np.digitize(v[:, 0], thresholds + (edges[1] - edges[0]) / 2)
 
 
-def _sort_labels(raw: np.ndarray, key: np.ndarray, n_domains: int) -> np.ndarray:
-    """Renumber clusters by the mean of ``key`` (the first latent), so colours are stable.
-
-    Clusters that received no cell are dropped, keeping labels contiguous.
-    """
+def _label_order(raw: np.ndarray, key: np.ndarray, n_domains: int) -> np.ndarray:
+    """Cluster number -> label, ordered by the mean of ``key`` (the first latent) in each
+    cluster, so that colours are stable; -1 for clusters that received no cell (labels
+    stay contiguous)."""
     present = np.unique(raw)
     means = np.array([key[raw == k].mean() for k in present])
     order = present[np.argsort(means, kind="stable")]
     lookup = np.full(max(n_domains, raw.max() + 1), -1, dtype=int)
     lookup[order] = np.arange(len(order))
-    return lookup[raw]
+    return lookup
 
 
 def segment(
@@ -383,15 +389,14 @@ def segment(
         [int(latents)] if np.isscalar(latents) else [int(i) for i in latents]
     )
 
-    values = np.asarray(maps.values, dtype=float)
-    if smooth > 0:
-        # Normalised convolution: non-finite cells neither spread nor pull their
-        # neighbours towards 0. The filter runs along y and x only, never across latents.
-        finite = np.isfinite(values)
-        sigma = (0, smooth, smooth)
-        weight = ndimage.gaussian_filter(finite.astype(float), sigma, mode="nearest")
-        blurred = ndimage.gaussian_filter(np.where(finite, values, 0.0), sigma, mode="nearest")
-        values = np.where(finite, blurred / np.where(weight > 0, weight, 1.0), np.nan)
+    lazy = maps.chunks is not None  # dask-backed: fit on a subsample, label per block
+    if lazy:
+        data = smooth_lazy(maps.data, smooth) if smooth > 0 else maps.data
+        values = subsample(data)
+    else:
+        values = np.asarray(maps.values, dtype=float)
+        if smooth > 0:
+            values = smooth_maps(values, smooth)
     n_lat, n_y, n_x = values.shape
     vectors = values.reshape(n_lat, -1).T
     valid = np.isfinite(vectors).all(axis=1)
@@ -399,7 +404,10 @@ def segment(
         raise DataError("segment: no grid cell has finite latent values")
     vectors = vectors[valid]
     # otsu thresholds raw values (scale-free anyway); clusterers need comparable scales
-    features = vectors if method == "otsu" else _standardise(vectors, standardize)
+    centre, scale = _standard_scale(vectors, standardize if method != "otsu" else None)
+    if method == "otsu":  # otsu thresholds raw values (scale-free anyway)
+        centre, scale = np.zeros_like(centre), np.ones_like(scale)
+    features = (vectors - centre) / scale
 
     if n_domains is not None and n_domains > len(features):
         raise SettingsError(
@@ -409,14 +417,14 @@ def segment(
     # fast, while BLAS/OpenMP worker threads that spin-wait on a busy CPU make them
     # 10-100x slower (measured with several processes sharing two cores).
     with threadpool_limits(limits=1):
-        raw = None
+        predict = None
         if n_domains is None:
             limit = min(max_domains, MAX_OTSU_CLASSES) if method == "otsu" else max_domains
             if criterion == "merge":
                 n_domains, merged, info = _merged_mixture(features, limit, seed)
                 attrs_bic = {"n_domains_chosen_by": "merge", **info}
                 if method == "gmm":
-                    raw = merged
+                    predict = merged
             else:
                 counts, bic, icl = _information_criteria(features, limit, seed)
                 n_domains = counts[int(np.argmin(bic if criterion == "bic" else icl))]
@@ -427,13 +435,19 @@ def segment(
             attrs_bic = {"n_domains_chosen_by": "user"}
         # one distinct value cannot be split: every cell is one domain
         if np.ptp(features, axis=0).max() == 0:
-            raw = np.zeros(len(features), dtype=int)
-        elif raw is None:
-            raw = _cluster(features, n_domains, method, seed)
-    sorted_labels = _sort_labels(raw, vectors[:, 0], n_domains)
+            predict = lambda v: np.zeros(len(v), dtype=int)  # noqa: E731
+        elif predict is None:
+            predict = _clusterer(features, n_domains, method, seed)
+        raw = predict(features)
+    lookup = _label_order(raw, vectors[:, 0], n_domains)
+    sorted_labels = lookup[raw]
 
-    labels = np.full(n_y * n_x, -1, dtype=int)
-    labels[valid] = sorted_labels
+    if lazy:
+        labels = label_blocks(data, centre, scale, predict, lookup)
+        n_y, n_x = maps.sizes["y"], maps.sizes["x"]
+    else:
+        labels = np.full(n_y * n_x, -1, dtype=int)
+        labels[valid] = sorted_labels
     settings = {
         "method": method,
         "n_domains": int(n_domains),
@@ -454,7 +468,7 @@ def segment(
     coords = {dim: maps[dim] for dim in ("y", "x") if dim in maps.coords}
     return xr.DataArray(
         labels.reshape(n_y, n_x), dims=("y", "x"), coords=coords, name="labels", attrs=attrs
-    )
+    )  # dask-backed for dask-backed maps
 
 
 # --------------------------------------------------------------------------- boundaries
@@ -583,7 +597,7 @@ def boundary_length(labels) -> Length:
     Length(4.0, units='nm')
     """
     labels = _as_labels(labels)
-    vertical, horizontal = _label_edges(np.asarray(labels.values))
+    vertical, horizontal = _label_edges(labels.data)  # NumPy, or dask (summed per chunk)
     length = vertical.sum() * grid_step(labels, "x") + horizontal.sum() * grid_step(labels, "y")
     return Length(float(length), units=grid_units(labels))
 

@@ -32,13 +32,15 @@ from __future__ import annotations
 import json
 import math
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
-from ..errors import DataError
+from ..errors import DataError, SettingsError
+from .lazy import H5Array, as_lazy, ensure_fits, file_size
 from .units import clean_units, is_length, readable_length
 
 __all__ = ["load", "list_channels", "FILL_NAN_METHODS", "SUPPORTED_EXTENSIONS"]
@@ -90,7 +92,8 @@ class _Channel:
 # --------------------------------------------------------------------------- public API
 
 
-def load(path, channel=None, *, fill_nan=None, **reader_options) -> xr.DataArray:
+def load(path, channel=None, *, fill_nan=None, lazy: bool = False, chunks=None,
+         **reader_options) -> xr.DataArray:
     """Read a microscopy file into a labelled image.
 
     Parameters
@@ -111,6 +114,17 @@ def load(path, channel=None, *, fill_nan=None, **reader_options) -> xr.DataArray
         array's dims (e.g. ``("y", "x", "energy")``); ``.npz`` takes ``key``;
         PNG/JPEG take ``rgb="gray"`` (default) or ``"channels"``; NetCDF/Zarr take
         ``variable``; rosettasciio formats take their own ``file_reader`` options.
+    lazy : bool
+        Return a dask-backed DataArray (same dims, coordinates and attrs) that reads
+        the pixels only when needed, chunk by chunk: for data larger than memory. Zarr,
+        NetCDF, NSID/USID HDF5 and the rosettasciio formats that read lazily (.mrc,
+        .hspy, .zspy, .emd, .blo, .mib, ...) read nothing now; other formats are read,
+        then wrapped. NaN/Inf are then not checked here (``fit`` checks them per chunk);
+        ``fill_nan`` takes a number or ``"mean"``.
+    chunks : int, tuple, dict or "auto", optional
+        With ``lazy=True``: dask chunks (a dict by dim name). Default: the file's own
+        chunks, else ``"auto"`` over ``y``/``x``. Any chunking works: the encoder cuts
+        its own blocks, with a halo of half a patch.
 
     Returns
     -------
@@ -128,7 +142,8 @@ def load(path, channel=None, *, fill_nan=None, **reader_options) -> xr.DataArray
     ------
     phyvae_dash.errors.DataError
         Missing file, unknown or corrupt format, wrong dimensionality, empty array,
-        NaN/Inf without ``fill_nan``, or a channel that does not exist.
+        NaN/Inf without ``fill_nan``, a channel that does not exist, or (without
+        ``lazy=True``) a file larger than half the free memory.
 
     Examples
     --------
@@ -140,9 +155,11 @@ def load(path, channel=None, *, fill_nan=None, **reader_options) -> xr.DataArray
     (('y', 'x'), (32, 48), 'px')
     """
     path = Path(path)
-    channels, fmt = _read_channels(path, reader_options)
+    channels, fmt = _read_channels(path, reader_options, lazy)
     channels = _select(channels, channel, path)
     image = _assemble(channels, path, fmt)
+    if lazy:
+        return _fill_lazy(as_lazy(image, chunks), path, fill_nan)
     return _check_finite(image, path, fill_nan)
 
 
@@ -164,10 +181,14 @@ def list_channels(path, **reader_options) -> list[str]:
 # ---------------------------------------------------------------------- dispatching
 
 
-def _read_channels(path: Path, options: dict) -> tuple[list[_Channel], str]:
+def _read_channels(path: Path, options: dict, lazy: bool = False) -> tuple[list[_Channel], str]:
     if not path.exists():
         raise DataError(f"{path}: no such file")
     suffix = path.suffix.lower()
+    if lazy and suffix in (*HDF5_EXTENSIONS, *XARRAY_EXTENSIONS, *RSCIIO_PLUGINS):
+        options = {**options, "lazy": True}
+    else:  # these readers read the whole file: it has to fit
+        ensure_fits(file_size(path), path)
     if suffix in _UNSUPPORTED_HINTS:
         raise DataError(f"{path}: unsupported format {suffix}: {_UNSUPPORTED_HINTS[suffix]}")
     if suffix in HDF5_EXTENSIONS:
@@ -259,7 +280,7 @@ def _hdf5_layout(h5) -> str | None:
     return "NSID" if found else None
 
 
-def _read_nsid(path: Path) -> list[_Channel]:
+def _read_nsid(path: Path, lazy: bool = False) -> list[_Channel]:
     import h5py
     from pyNSID.io.hdf_utils import get_all_main, read_h5py_dataset
 
@@ -267,7 +288,14 @@ def _read_nsid(path: Path) -> list[_Channel]:
     with h5py.File(path, "r") as h5:
         for h5_main in get_all_main(h5):
             dataset = read_h5py_dataset(h5_main)
-            data = np.asarray(h5_main[()])  # keep the stored dtype (sidpy upcasts)
+            if lazy:
+                import dask.array as da
+
+                data = da.from_array(H5Array(path, h5_main.name, h5_main.shape, h5_main.dtype),
+                                     chunks=h5_main.chunks or "auto")
+            else:
+                ensure_fits(h5_main.nbytes, path)
+                data = np.asarray(h5_main[()])  # keep the stored dtype (sidpy upcasts)
             axes = [dataset._axes[i] for i in range(dataset.ndim)]
             dim_names = [str(ax.name) for ax in axes]
             spatial = _spatial_axes(dim_names, [str(ax.dimension_type) for ax in axes])
@@ -277,7 +305,7 @@ def _read_nsid(path: Path) -> list[_Channel]:
                     f"{data.shape}; expected two spatial dims (x, y) and at most one spectral"
                 )
             rest = [i for i in range(data.ndim) if i not in spatial]
-            data = np.transpose(data, (*spatial, *rest))
+            data = data.transpose((*spatial, *rest))
             coords = {}
             for dim, i in zip(("y", "x"), spatial):
                 coords[dim] = (np.asarray(axes[i].values, float), {"units": str(axes[i].units)})
@@ -330,7 +358,7 @@ def _use_common_spatial_units(channels: list[_Channel]) -> list[_Channel]:
     return channels
 
 
-def _read_usid(path: Path) -> list[_Channel]:
+def _read_usid(path: Path, lazy: bool = False) -> list[_Channel]:
     import h5py
     import pyUSID
 
@@ -344,7 +372,11 @@ def _read_usid(path: Path) -> list[_Channel]:
                     "expected a 2-D scan (X, Y)"
                 )
             # n-dim form has the position dims in label order, then the spectroscopic ones.
-            data = np.asarray(h5_main.get_n_dim_form(lazy=False))
+            if lazy:  # a dask array over the open file: threads, not other processes
+                data = h5_main.get_n_dim_form(lazy=True)
+            else:
+                ensure_fits(h5_main.nbytes, path)
+                data = np.asarray(h5_main.get_n_dim_form(lazy=False))
             iy, ix = _spatial_axes(pos_labels, ["SPATIAL", "SPATIAL"])
             spec_labels = list(h5_main.spec_dim_labels)
             spec_sizes = list(h5_main.spec_dim_sizes)
@@ -397,7 +429,7 @@ def _read_rsciio(path: Path, plugin: str, **options) -> list[_Channel]:
     signals = import_module(plugin).file_reader(str(path), **options)
     channels = []
     for k, signal in enumerate(signals):
-        data = np.asarray(signal["data"])
+        data = signal["data"] if options.get("lazy") else np.asarray(signal["data"])
         axes = sorted(signal["axes"], key=lambda ax: ax.get("index_in_array", 0))
         if data.ndim < 2:
             continue  # a spectrum or a scalar stored next to the image (e.g. in EMD)
@@ -421,7 +453,7 @@ def _read_rsciio(path: Path, plugin: str, **options) -> list[_Channel]:
         elif data.ndim == 3 and sum(nav) == 2:  # spectrum image: navigation is the scan
             signal_axis = nav.index(False)
             order = [i for i, n in enumerate(nav) if n] + [signal_axis]
-            data = np.transpose(data, order)
+            data = data.transpose(order)
             calibrated = [calibrated[i] for i in order]
             dims = ["y", "x", _safe_dim_name(calibrated[2][0] or "spectral")]
         else:
@@ -793,9 +825,13 @@ def _ibw_note(raw) -> dict:
 # ------------------------------------------------------------------- NetCDF / Zarr
 
 
-def _read_xarray(path: Path, variable=None) -> list[_Channel]:
-    opener = xr.open_zarr if path.suffix.lower() == ".zarr" else xr.open_dataset
-    with opener(path) as ds:
+def _read_xarray(path: Path, variable=None, lazy: bool = False) -> list[_Channel]:
+    zarr = path.suffix.lower() == ".zarr"
+    if lazy:  # the file stays open while the dask arrays need it
+        ds = xr.open_zarr(path) if zarr else xr.open_dataset(path, chunks={})
+    else:
+        ds = xr.open_zarr(path, chunks=None) if zarr else xr.open_dataset(path)
+    with ds if not lazy else _nothing():
         names = [v for v in ds.data_vars if {"y", "x"} <= set(ds[v].dims)]
         if variable is not None:
             if variable not in ds.data_vars:
@@ -807,7 +843,10 @@ def _read_xarray(path: Path, variable=None) -> list[_Channel]:
         if len(names) != 1:
             raise DataError(f"{path}: {len(names)} variables with dims (y, x): {names}; "
                             "choose one with variable=")
-        da = ds[names[0]].load()
+        da = ds[names[0]]
+        if not lazy:
+            ensure_fits(da.nbytes, path)
+            da = da.load()
     extra = [d for d in da.dims if d not in ("y", "x")]
     if len(extra) > 1:
         raise DataError(f"{path}: variable {names[0]!r} has dims {da.dims}; "
@@ -832,14 +871,19 @@ def _read_xarray(path: Path, variable=None) -> list[_Channel]:
     units = str(da.attrs.get("units", ""))
     if extra == ["channel"]:
         ch_units = _as_list(da.attrs.get("channel_units", [units] * da.sizes["channel"]))
-        return [_Channel(str(n), da.values[..., i], dict(coords), str(u), metadata,
+        return [_Channel(str(n), da.data[..., i], dict(coords), str(u), metadata,
                          is_phase=None if known_phase is None else str(n) in known_phase,
                          attrs=carried)
                 for i, (n, u) in enumerate(zip(da["channel"].values, ch_units))]
     name = str(da.attrs.get("long_name") or da.name or path.stem)
-    return [_Channel(name, da.values, coords, units, metadata, extra[0] if extra else None,
+    return [_Channel(name, da.data, coords, units, metadata, extra[0] if extra else None,
                      is_phase=None if known_phase is None else name in known_phase,
                      attrs=carried)]
+
+
+@contextmanager
+def _nothing():
+    yield
 
 
 def _as_list(value) -> list:
@@ -893,7 +937,11 @@ def _assemble(channels: list[_Channel], path: Path, fmt: str) -> xr.DataArray:
         if attrs["units"] == "m":
             values, attrs["units"] = readable_length(values)
         coords[dim] = (dim, values, attrs)
-    data = np.stack([c.data for c in channels], axis=-1) if len(channels) > 1 else first.data
+    if len(channels) > 1:
+        stack = np.stack if all(isinstance(c.data, np.ndarray) for c in channels) else _dask_stack
+        data = stack([c.data for c in channels], axis=-1)
+    else:
+        data = first.data
     if data.dtype.kind in "biu":  # integer counts: models and NaN fill need floats
         data = data.astype(np.float32)
     units = [clean_units(c.units) for c in channels]
@@ -902,7 +950,7 @@ def _assemble(channels: list[_Channel], path: Path, fmt: str) -> xr.DataArray:
         if c.is_phase if c.is_phase is not None else _is_phase(c.name, units[i]):
             phase.append(c.name)
             if units[i] not in ("deg", "rad"):  # some writers store a phase in "m"
-                span = float(np.nanmax(c.data) - np.nanmin(c.data))
+                span = float(np.nanmax(c.data) - np.nanmin(c.data))  # a dask reduction when lazy
                 units[i] = "deg" if span > 2 * math.pi * 1.05 else "rad"
     attrs = {"source": str(path), "format": fmt, **first.attrs,
              "metadata": _summary(first.metadata), "phase_channels": phase}
@@ -917,6 +965,30 @@ def _assemble(channels: list[_Channel], path: Path, fmt: str) -> xr.DataArray:
         attrs["long_name"] = first.name
         name = first.name
     return xr.DataArray(data, dims=dims, coords=coords, name=name, attrs=attrs)
+
+
+def _dask_stack(arrays, axis):
+    import dask.array as da
+
+    return da.stack(arrays, axis=axis)
+
+
+def _fill_lazy(image: xr.DataArray, path: Path, fill_nan) -> xr.DataArray:
+    """NaN/Inf filling without reading the image: a number, or each channel's mean."""
+    if fill_nan is None:
+        return image
+    finite = np.isfinite(image)
+    if fill_nan == "mean":
+        value = image.where(finite).mean(("y", "x"))
+    elif isinstance(fill_nan, (int, float)) and not isinstance(fill_nan, bool):
+        value = fill_nan
+    else:
+        raise SettingsError(f"{path}: with lazy=True, fill_nan must be a number or 'mean' "
+                            f"(got {fill_nan!r}); 'median' and 'interpolate' need the image in memory")
+    out = image.where(finite, value)
+    out.attrs = {**image.attrs, "preprocessing": [*image.attrs.get("preprocessing", []),
+                                                  f"fill_nan={fill_nan!r}: replaced NaN and Inf values"]}
+    return out
 
 
 def _check_finite(image: xr.DataArray, path: Path, fill_nan) -> xr.DataArray:

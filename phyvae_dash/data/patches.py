@@ -47,6 +47,32 @@ def normalize(image: xr.DataArray, method: str | None = "minmax") -> xr.DataArra
     return out
 
 
+def patch_centres(image: xr.DataArray, patch_size: int, stride: int = 1) -> dict:
+    """Coordinates ``{"y": (dim, values, attrs), "x": ...}`` of the patch centres.
+
+    Needs only the image's coordinates, not its data (the chunked encoder calls it on
+    dask-backed images).
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> img = xr.DataArray(np.zeros((10, 10)), dims=("y", "x"))
+    >>> patch_centres(img, 4, 3)["y"][1]
+    array([1.5, 4.5, 7.5])
+    """
+    coords = {}
+    for dim in ("y", "x"):
+        size = image.sizes[dim]
+        n = (size - patch_size) // stride + 1
+        full = image[dim].values if dim in image.coords else np.arange(size, dtype=float)
+        starts = np.arange(n) * stride
+        # Mean of first and last pixel = centre, also for even patch sizes.
+        centre = (full[starts] + full[starts + patch_size - 1]) / 2
+        attrs = dict(image[dim].attrs) if dim in image.coords else {"units": "px"}
+        coords[dim] = (dim, centre, attrs)
+    return coords
+
+
 def extract_patches(
     image: xr.DataArray,
     patch_size: int,
@@ -109,14 +135,7 @@ def extract_patches(
         windows = np.moveaxis(windows, 2, -1)
     n_y, n_x = windows.shape[:2]
 
-    coords = {}
-    for dim, n in (("y", n_y), ("x", n_x)):
-        full = image[dim].values if dim in image.coords else np.arange(image.sizes[dim], dtype=float)
-        starts = np.arange(n) * stride
-        # Mean of first and last pixel = centre, also for even patch sizes.
-        centre = (full[starts] + full[starts + patch_size - 1]) / 2
-        attrs = dict(image[dim].attrs) if dim in image.coords else {"units": "px"}
-        coords[dim] = (dim, centre, attrs)
+    coords = patch_centres(image, patch_size, stride)
     offsets = np.arange(patch_size) - (patch_size - 1) / 2
     coords["wy"] = ("wy", offsets)
     coords["wx"] = ("wx", offsets)

@@ -41,7 +41,8 @@ import xarray as xr
 from threadpoolctl import threadpool_limits
 
 from ..errors import SettingsError
-from .features import _is_spectral, _standard_channels, detect_lattice_period, prepare_inputs
+from ..data.channels import is_spectral
+from .features import _standard_channels, detect_lattice_period, prepare_inputs
 
 __all__ = ["AutoSettings", "choose_settings", "estimate_noise", "smallest_image_side"]
 
@@ -159,7 +160,7 @@ def estimate_noise(image: xr.DataArray) -> tuple[float, float]:
     from scipy.ndimage import convolve
     from scipy.stats import median_abs_deviation
 
-    if _is_spectral(image):
+    if is_spectral(image):
         a = np.asarray(image.data, dtype=float)
         a = (a - a.mean(axis=(0, 1))) / (a.std(axis=(0, 1)) + 1e-12)
     else:
@@ -299,7 +300,7 @@ def choose_settings(image: xr.DataArray, *, patch_size="auto", stride="auto",
     ny, nx = image.sizes["y"], image.sizes["x"]
     reasons: dict[str, str] = {}
     scores: dict[str, float] = {}
-    spectral = _is_spectral(image)
+    spectral = is_spectral(image)
     period = None if spectral else detect_lattice_period(image)
 
     if patch_size == "auto":

@@ -161,18 +161,53 @@ def phase_channel_indices(image: xr.DataArray) -> dict[int, float]:
     return out
 
 
-def _standard_channels(image: xr.DataArray, normalization: str = "zscore"):
+def channel_scaling(image: xr.DataArray, normalization: str = "zscore") -> tuple[np.ndarray, np.ndarray]:
+    """Offset and scale of each channel over the scan, as `_standard_channels` applies them.
+
+    ``(mean, std)`` for ``"zscore"``, ``(min, max - min)`` for ``"minmax"`` (a scale of 1
+    where a channel is constant), in float64. Works on NumPy- and dask-backed images
+    alike: on a dask array these are per-chunk reductions, nothing is materialised.
+    Phase channels get ``(0, 1)`` (they are turned into cos/sin, not rescaled).
+    """
+    a = image.data
+    if a.ndim == 2:
+        a = a[:, :, None]
+    a = a.astype(np.float64)
+    if normalization == "minmax":
+        low, high = a.min(axis=(0, 1)), a.max(axis=(0, 1))
+        stats = (low, high - low)
+    elif normalization == "zscore":
+        stats = (a.mean(axis=(0, 1)), a.std(axis=(0, 1)))
+    else:
+        stats = (np.zeros(a.shape[2]), np.ones(a.shape[2]))
+    if not isinstance(stats[0], np.ndarray):  # dask: one pass for both reductions
+        import dask
+
+        stats = dask.compute(*stats)
+    offset, scale = (np.asarray(v, dtype=np.float64).copy() for v in stats)
+    scale[~(scale > 0)] = 1.0
+    for i in phase_channel_indices(image):
+        offset[i], scale[i] = 0.0, 1.0
+    return offset, scale
+
+
+def _standard_channels(image: xr.DataArray, normalization: str = "zscore", scaling=None,
+                       phases: dict | None = None):
     """The image as float ``(ny, nx, C)`` with phase channels split into cos/sin and
     the other channels normalised over the scan, plus the new channel names.
 
     cos/sin are left as they are ([-1, 1], or [0, 1] for min-max): they are already on a
     natural scale, and re-normalising a nearly constant one would amplify its noise.
+    ``scaling`` is `channel_scaling`'s output for the whole scan, when ``image`` is one
+    block of it (the chunked encoder); by default it is computed from ``image``, and so
+    are ``phases`` (`phase_channel_indices`).
     """
     a = np.asarray(image.data, dtype=np.float64)
     if a.ndim == 2:
         a = a[:, :, None]
     names = channel_names(image)
-    phases = phase_channel_indices(image)
+    phases = phase_channel_indices(image) if phases is None else phases
+    offset, scale = scaling if scaling is not None else channel_scaling(image, normalization)
     out, out_names = [], []
     for i, name in enumerate(names):
         c = a[:, :, i]
@@ -183,13 +218,7 @@ def _standard_channels(image: xr.DataArray, normalization: str = "zscore"):
                 out.append((v + 1) / 2 if normalization == "minmax" else v)
                 out_names.append(f"{name}:{suffix}")
             continue
-        if normalization == "minmax":
-            low, high = c.min(), c.max()
-            c = (c - low) / (high - low if high > low else 1.0)
-        elif normalization == "zscore":
-            std = c.std()
-            c = (c - c.mean()) / (std if std > 0 else 1.0)
-        out.append(c)
+        out.append((c - offset[i]) / scale[i])
         out_names.append(name)
     return np.stack(out, axis=-1), out_names
 
@@ -353,6 +382,15 @@ def fft_features(patches: np.ndarray, pool: int | None = None,
     ((2, 129), True)
     """
     lead = patches.shape[:-3]
+    power = patch_power(patches, pool)
+    ref = power.mean() if power.size else 1.0
+    feats = np.log(power + floor * ref + 1e-30).astype(np.float32)
+    return feats.reshape(*lead, -1)
+
+
+def patch_power(patches: np.ndarray, pool: int | None = None) -> np.ndarray:
+    """Power spectra behind `fft_features` (before the floor and the log), float32
+    ``(n, C * F)`` for ``(..., p, p, C)`` patches."""
     p, _, c = patches.shape[-3:]
     flat = patches.reshape(-1, p, p, c)
     if pool is None:
@@ -375,10 +413,9 @@ def fft_features(patches: np.ndarray, pool: int | None = None,
         else:
             feats = power[:, mask]  # (n, F, C)
         out.append(np.moveaxis(feats, -1, 1).reshape(feats.shape[0], -1))
-    power = np.concatenate(out, axis=0)
-    ref = power.mean() if power.size else 1.0
-    feats = np.log(power + floor * ref + 1e-30).astype(np.float32)
-    return feats.reshape(*lead, -1)
+    if not out:
+        return np.zeros((0, c * int(mask.sum() if pool == 1 else 0)), dtype=np.float32)
+    return np.concatenate(out, axis=0)
 
 
 def _pool_power(power: np.ndarray, pool: int) -> np.ndarray:

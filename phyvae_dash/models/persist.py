@@ -29,7 +29,8 @@ import xarray as xr
 
 from ..data import attrs as attrs_codec
 from ..errors import DataError, PhyvaeDashError
-from .registry import build_model
+from .encode import as_image, encode_all, encode_image, latent_dataset, model_inputs  # noqa: F401 (re-exported)
+from .weights import load_weights, model_from_bytes, save_weights, weights_to_bytes  # noqa: F401
 
 MAX_MODELS = 32
 #: attrs that are lists of strings, whatever their length (restored by `open_result`).
@@ -70,33 +71,6 @@ def get_entry(model_id: str, source: str | None = None) -> Entry:
 
 
 # -- result datasets -------------------------------------------------------------------
-def latent_dataset(model, mu: torch.Tensor, std: torch.Tensor, y, x) -> xr.Dataset:
-    """Dataset of latent maps from per-position posteriors ``(n_y * n_x, n_latents)``."""
-    L = model.latent_dim
-    n_y, n_x = len(y), len(x)
-    mu = mu.detach().float().cpu().reshape(n_y, n_x, -1)
-    std = std.detach().float().cpu().reshape(n_y, n_x, -1)
-    ds = xr.Dataset(
-        {
-            "z_mean": (("latent", "y", "x"), np.moveaxis(mu[..., :L].numpy(), -1, 0),
-                       {"long_name": "latent mean", "units": "prior std"}),
-            "z_std": (("latent", "y", "x"), np.moveaxis(std[..., :L].numpy(), -1, 0),
-                      {"long_name": "latent std", "units": "prior std"}),
-        },
-        coords={"latent": np.arange(L), "y": y, "x": x},
-    )
-    pose = model.pose_units(mu[..., L:]) if model.n_pose else {}
-    if "shift" in pose:
-        shift = pose["shift"].numpy()
-        ds["shift"] = (("shift_dim", "y", "x"), np.moveaxis(shift, -1, 0),
-                       {"long_name": "translation latent", "units": "px"})
-        ds = ds.assign_coords(shift_dim=["dy", "dx"] if shift.shape[-1] == 2 else ["d"])
-    if "angle" in pose:
-        ds["angle"] = (("y", "x"), pose["angle"].numpy(),
-                       {"long_name": "rotation latent", "units": "rad"})
-    return ds
-
-
 def _patches(values: np.ndarray, input_shape, lead_dims: tuple[str, ...], coords: dict,
              channels=None) -> xr.DataArray:
     """Decoded inputs as a DataArray: ``(*lead, wy, wx[, channel])`` or ``(*lead, feature)``.
@@ -116,17 +90,6 @@ def _patches(values: np.ndarray, input_shape, lead_dims: tuple[str, ...], coords
                             coords={**coords, "channel": names})
     return xr.DataArray(values, dims=(*lead_dims, "feature"),
                         coords={**coords, "feature": np.arange(input_shape[0])})
-
-
-def _model_inputs(model, inputs) -> torch.Tensor:
-    """``inputs.data`` as a flat batch on the model's device, after checking that it has
-    the shape the model was trained on (an image with other channels or settings)."""
-    shape = tuple(inputs.data.shape[2:])
-    if shape != tuple(model.input_shape):
-        raise DataError(f"this image gives inputs of shape {shape}, the model takes "
-                        f"{tuple(model.input_shape)} (different channels or settings)")
-    dev = next(model.parameters()).device
-    return torch.from_numpy(np.ascontiguousarray(inputs.data.reshape(-1, *shape), dtype=np.float32)).to(dev)
 
 
 @torch.no_grad()
@@ -168,22 +131,23 @@ class PvdAccessor:
         names = self._ds.attrs.get("input_channels")
         return None if names is None else attrs_codec.as_list(names)
 
-    def encode(self, image: xr.DataArray) -> xr.Dataset:
+    def encode(self, image: xr.DataArray, *, scheduler=None, device: str = "auto") -> xr.Dataset:
         """Latent maps of another image with this result's model and settings.
+
+        A dask-backed image (``load(path, lazy=True)``, or ``image.chunk(...)``) is
+        encoded block by block (`encode.encode_chunked`): the result is then a
+        dask-backed Dataset, equal to the in-memory encode within float rounding, to
+        compute or write with ``to_zarr``/``to_netcdf`` chunk by chunk. ``scheduler``
+        (a dask scheduler name, a ``tcp://`` address or a ``Client``) runs the pass
+        that gathers the scan's statistics; ``device`` is where the model runs
+        (``"auto"``: each dask worker's GPU when it has one).
 
         Returns a Dataset like `fit`'s without the loss history; ``attrs`` are the
         result's settings plus ``encoded_with`` (this model's id).
         """
-        from .features import prepare_inputs
-        from .train import _as_image, encode_all
-
-        image = _as_image(image)
+        image = as_image(image)
         a = self._ds.attrs
-        inputs = prepare_inputs(image, int(a["patch_size"]), int(a["stride"]), transform=a["transform"])
-        model = self.model
-        data = _model_inputs(model, inputs)
-        mu, std = encode_all(model, data)
-        ds = latent_dataset(model, mu, std, inputs.y, inputs.x)
+        ds = encode_image(self.model, image, a, scheduler=scheduler, device=device)
         ds.attrs = {k: v for k, v in a.items() if k not in ("elapsed_s", "patches_per_s")}
         ds.attrs["encoded_with"] = a["model_id"]
         ds.attrs["image_source"] = str(image.attrs.get("source", ""))
@@ -205,14 +169,13 @@ class PvdAccessor:
         """Decoded inputs at every scan position (with their shifts/angles):
         ``(y, x, wy, wx[, channel])`` or ``(y, x, feature)``. ``image`` defaults to the
         image the model was trained on (available in the session that fitted it)."""
-        from .train import encode_all
 
         entry = self._entry
         if image is not None:
             from .features import prepare_inputs
             a = self._ds.attrs
             inputs = prepare_inputs(image, int(a["patch_size"]), int(a["stride"]), transform=a["transform"])
-            data = _model_inputs(entry.model, inputs)
+            data = model_inputs(entry.model, inputs)
             y, x = inputs.y, inputs.x
         elif entry.inputs is not None:
             data, y, x = entry.inputs, self._ds["y"], self._ds["x"]
@@ -266,48 +229,6 @@ class PvdAccessor:
 
 
 # -- files -----------------------------------------------------------------------------
-def save_weights(model, path) -> Path:
-    """Write ``model``'s weights as safetensors with its JSON config in the metadata."""
-    from safetensors.torch import save_file
-
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(tensors, str(path), metadata={"format": "phyvae-dash", "config": json.dumps(model.config)})
-    return Path(path)
-
-
-def load_weights(path):
-    """Rebuild a model from a safetensors file written by `save_weights` (CPU)."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-    if "config" not in meta:
-        raise DataError(f"{path} has no model config in its metadata; not a phyvae-dash weights file")
-    model = build_model(json.loads(meta["config"]))
-    model.load_state_dict(load_file(str(path)))
-    return model.eval()
-
-
-def weights_to_bytes(model) -> bytes:
-    """``model``'s weights and config as safetensors bytes (to send to another process)."""
-    from safetensors.torch import save
-
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    return save(tensors, metadata={"format": "phyvae-dash", "config": json.dumps(model.config)})
-
-
-def model_from_bytes(data: bytes):
-    """Rebuild a model (on the CPU) from `weights_to_bytes`'s output."""
-    from safetensors.torch import load
-
-
-    # The metadata sits in the header: 8 bytes of little-endian length, then JSON.
-    header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
-    model = build_model(json.loads(header["__metadata__"]["config"]))
-    model.load_state_dict(load(data))
-    return model.eval()
 
 
 def save(result: xr.Dataset, path) -> Path:
@@ -350,8 +271,12 @@ def save(result: xr.Dataset, path) -> Path:
     return path
 
 
-def open_result(path) -> xr.Dataset:
-    """Read a result written by `save` and register its model (if its weights exist).
+def open_result(path, *, lazy: bool = False) -> xr.Dataset:
+    """Read a result written by `save` (or by `encode_many`, ``.zarr``) and register its
+    model (if its weights exist).
+
+    ``lazy=True`` reads nothing but the metadata: the variables are dask arrays, read
+    chunk by chunk when used (the file stays open).
 
     Examples
     --------
@@ -360,8 +285,13 @@ def open_result(path) -> xr.Dataset:
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path} does not exist")
-    with xr.open_dataset(path, engine="h5netcdf") as f:
-        ds = f.load()
+    if path.suffix == ".zarr":
+        ds = xr.open_zarr(path)
+    else:
+        ds = xr.open_dataset(path, engine="h5netcdf", chunks={} if lazy else None)
+    if not lazy:
+        with ds:
+            ds = ds.load()
     ds.encoding["source"] = str(path)
     ds.attrs = attrs_codec.decode(ds.attrs)
     for var in ds.variables.values():

@@ -25,6 +25,9 @@ import xarray as xr
 from .. import __version__
 from ..errors import FitCancelled, FitDiverged, SettingsError
 from . import persist
+from .device import pick_device
+from .encode import as_image, encode_all, encode_chunked, latent_dataset
+from .sampling import centre_crop, gather_inputs
 from .losses import DEFAULT_EPS, reference_boundary_term
 from .losses import boundary_loss as tv_loss
 from .registry import MODELS, build_model
@@ -84,32 +87,6 @@ def _adam(parameters, lr: float) -> torch.optim.Optimizer:
         return torch.optim.Adam(parameters, lr=lr, fused=True)
     except (RuntimeError, TypeError, ValueError):  # older torch, or a device without it
         return torch.optim.Adam(parameters, lr=lr)
-
-
-def pick_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` picks CUDA, then Apple MPS, then the CPU; anything else is passed on.
-
-    Examples
-    --------
-    >>> pick_device("cpu")
-    device(type='cpu')
-    """
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise SettingsError(f"device {device!r} is not a torch device ({exc})") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SettingsError("device 'cuda' was asked for but CUDA is not available")
-    return dev
 
 
 def auto_epochs(n_patches: int, model: str = "vae") -> int:
@@ -188,19 +165,6 @@ def boundary_ramp_factor(epoch: int, epochs: int, ramp: tuple[float, float]) -> 
     return (progress - start) / (end - start)
 
 
-def _as_image(image) -> xr.DataArray:
-    if isinstance(image, np.ndarray):
-        if image.ndim not in (2, 3):
-            raise SettingsError(f"image must be 2-D or 3-D, got shape {image.shape}")
-        dims = ("y", "x") if image.ndim == 2 else ("y", "x", "channel")
-        image = xr.DataArray(image, dims=dims)
-    if not isinstance(image, xr.DataArray):
-        raise SettingsError(f"image must be an xarray.DataArray, got {type(image).__name__}")
-    if image.ndim not in (2, 3) or image.dims[:2] != ("y", "x"):
-        raise SettingsError(f"image must have dims ('y', 'x'[, channel]), got {image.dims}")
-    return image
-
-
 def _check_settings(image, patch_size, stride, latent_dim, boundary_weight, model,
                     epochs, boundary_loss_kind, tile_size, batch_size, boundary_scale,
                     boundary_units="prior", boundary_ramp=(0.0, 0.0)):
@@ -230,17 +194,6 @@ def _check_settings(image, patch_size, stride, latent_dim, boundary_weight, mode
         raise SettingsError(f"boundary_ramp must be (start, end) with 0 <= start <= end <= 1, got {boundary_ramp!r}")
     if tile_size < 2 or batch_size < 1:
         raise SettingsError(f"tile_size must be >= 2 and batch_size >= 1 (got {tile_size}, {batch_size})")
-
-
-@torch.no_grad()
-def encode_all(model, data: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
-    """Posterior means and stds of every input, in chunks (no gradients)."""
-    mus, stds = [], []
-    for i in range(0, data.shape[0], chunk):
-        mu, std = model.encode(data[i:i + chunk])
-        mus.append(mu.float())
-        stds.append(std.float())
-    return torch.cat(mus), torch.cat(stds)
 
 
 def fit(
@@ -274,6 +227,8 @@ def fit(
     boundary_scale: str = "kl",
     boundary_units: str = "prior",
     boundary_ramp: tuple[float, float] = (0.0, 0.0),
+    sample_positions: int | None = None,
+    scheduler: Any = None,
 ) -> xr.Dataset:
     """Train a VAE with the boundary loss on an image's patches; return its latent maps.
 
@@ -369,6 +324,18 @@ def fit(
         a busy machine (or with the dashboard serving from the same process)
         oversubscribed threads slow training down by an order of magnitude.
 
+    sample_positions : int, optional
+        Train on a random sample of about this many scan positions, in contiguous
+        regions read from the image's chunks (`sampling`). ``None``: every position
+        when their inputs fit in ``sampling.INPUT_BUDGET_BYTES``, else a sample of that
+        size, so memory stays flat for images larger than memory (``load(path,
+        lazy=True)``). Whether the image is dask-backed never changes the fit. A
+        sampled fit returns dask-backed latent maps, encoded block by block
+        (`encode.encode_chunked`): write them with ``to_zarr``.
+    scheduler : optional
+        Dask scheduler for the passes over a sampled image (a name, ``"tcp://..."``
+        or a ``distributed.Client``; see `cluster`). ``None``: dask's default.
+
     Returns
     -------
     xarray.Dataset
@@ -402,7 +369,7 @@ def fit(
         num_threads = max(1, (os.cpu_count() or 2) // 2)
     _enter_threads(int(num_threads))
     try:
-        image = _as_image(image)
+        image = as_image(image)
         settings, auto_attrs = _automatic_settings(image, settings)
         result = _fit(image, **settings)
         if auto_attrs:
@@ -461,27 +428,26 @@ def _automatic_settings(image, settings: dict) -> tuple[dict, dict]:
 def _fit(image, *, patch_size, stride, latent_dim, boundary_weight, model, transform, epochs,
          device, seed, callback, cancel, boundary_loss, tile_size, batch_size, lr, beta,
          kl_warmup, likelihood, shift_prior, angle_prior, hidden, map_every, precision, eps,
-         boundary_scale, boundary_units, boundary_ramp):
-    from .features import prepare_inputs
-
+         boundary_scale, boundary_units, boundary_ramp, sample_positions, scheduler):
     t0 = time.perf_counter()
-    image = _as_image(image)
+    image = as_image(image)
     _check_settings(image, patch_size, stride, latent_dim, boundary_weight, model, epochs,
                     boundary_loss, tile_size, batch_size, boundary_scale, boundary_units,
                     tuple(boundary_ramp))
     if boundary_weight is None:
         boundary_weight = DEFAULT_REFERENCE_WEIGHT if boundary_loss == "reference" else DEFAULT_BOUNDARY_WEIGHT
-    if not np.all(np.isfinite(np.asarray(image.data, dtype=float))):
+    if not bool(np.isfinite(image.data).all()):  # per chunk for a dask-backed image
         raise SettingsError("the image contains NaN or Inf; fill them first (load(..., fill_nan=...))")
     dev = pick_device(device)
 
-    inputs = prepare_inputs(image, patch_size, stride, transform=transform)
-    n_y, n_x = inputs.data.shape[:2]
-    feature_shape = tuple(inputs.data.shape[2:])
-    n = n_y * n_x
+    inputs = gather_inputs(image, patch_size, stride, transform, seed=seed,
+                           sample_positions=sample_positions)
+    data_np = inputs.data
+    n_y, n_x = inputs.gy, inputs.gx
+    feature_shape = inputs.feature_shape
+    n = data_np.shape[0]
     if model == "rotation" and len(feature_shape) != 3:
         raise SettingsError(f"model='rotation' needs patch inputs; transform {inputs.transform!r} gives vectors")
-    data_np = np.ascontiguousarray(inputs.data.reshape(n, *feature_shape), dtype=np.float32)
     if likelihood == "auto":
         likelihood = choose_likelihood(data_np)
     epochs = int(epochs) if epochs is not None else auto_epochs(n, model)
@@ -491,10 +457,10 @@ def _fit(image, *, patch_size, stride, latent_dim, boundary_weight, model, trans
     period = None
     if model in ("shift", "rotation"):
         if shift_prior is None:
-            period = getattr(inputs, "period", None)
+            period = inputs.period
             if period is None:
                 from .features import detect_lattice_period
-                period = detect_lattice_period(image)
+                period = detect_lattice_period(centre_crop(image) if inputs.sampled else image)
             shift_prior = period / 2 if period else patch_size / 4
         kwargs["shift_prior"] = float(shift_prior)
         if model == "rotation":
@@ -548,7 +514,10 @@ def _fit(image, *, patch_size, stride, latent_dim, boundary_weight, model, trans
                 raise FitCancelled(f"fit cancelled at epoch {epoch} of {epochs}")
             oy = torch.randint(0, n_y - ty + 1, (n_tiles, 1, 1), generator=gen)
             ox = torch.randint(0, n_x - tx + 1, (n_tiles, 1, 1), generator=gen)
-            idx = ((oy + ar_y) * n_x + (ox + ar_x)).reshape(-1).to(dev)
+            idx = (oy + ar_y) * n_x + (ox + ar_x)
+            if inputs.regions > 1:  # each tile inside one sampled region
+                idx = idx + torch.randint(0, inputs.regions, (n_tiles, 1, 1), generator=gen) * (n_y * n_x)
+            idx = idx.reshape(-1).to(dev)
             with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 terms = net.loss_terms(data[idx], generator=noise_gen)
             z_tiles = terms["mu"][:, :L].reshape(n_tiles, ty, tx, L).permute(0, 3, 1, 2)
@@ -581,7 +550,7 @@ def _fit(image, *, patch_size, stride, latent_dim, boundary_weight, model, trans
             history[k].append(v)
         if callback is not None:
             z_map = None
-            if epoch % max(1, map_every) == 0 or epoch == epochs:
+            if not inputs.sampled and (epoch % max(1, map_every) == 0 or epoch == epochs):
                 mu, _ = encode_all(net, data)
                 z_map = mu[:, :L].T.reshape(L, n_y, n_x).cpu().numpy()
             elapsed = time.perf_counter() - t0
@@ -590,8 +559,12 @@ def _fit(image, *, patch_size, stride, latent_dim, boundary_weight, model, trans
 
     net.eval()
     mu, std = encode_all(net, data)
-    ds = persist.latent_dataset(net, mu, std, inputs.y, inputs.x)
-    spread = float(ds["z_mean"].std(("y", "x")).max())
+    if inputs.sampled:  # the whole scan block by block (lazy); the spread from the sample
+        ds = encode_chunked(net, image, patch_size, stride, inputs.transform, scheduler=scheduler)
+        spread = float(mu[:, :L].std(0).max())
+    else:
+        ds = latent_dataset(net, mu, std, inputs.y, inputs.x)
+        spread = float(ds["z_mean"].std(("y", "x")).max())
     if spread < COLLAPSED_SPREAD:
         warnings.warn(
             f"the latent maps are nearly flat (spread {spread:.3f} prior std): the latents "
@@ -638,7 +611,9 @@ def _fit(image, *, patch_size, stride, latent_dim, boundary_weight, model, trans
         "device": str(dev),
         "num_threads": int(torch.get_num_threads()),
         "precision": precision,
-        "n_patches": int(n),
+        "n_patches": int(inputs.n_y * inputs.n_x),
+        "sampled_positions": int(n if inputs.sampled else 0),
+        "sample_regions": int(inputs.regions if inputs.sampled else 0),
         "latent_spread": spread,
         "elapsed_s": float(elapsed),
         "patches_per_s": float(n * epochs / elapsed),
@@ -651,5 +626,8 @@ def _fit(image, *, patch_size, stride, latent_dim, boundary_weight, model, trans
         "image_name": str(image.name or ""),
         "preprocessing": [str(p) for p in image.attrs.get("preprocessing", [])],
     }
-    persist.register(model_id, net, inputs=data, grid_shape=(n_y, n_x), config=net.config)
+    if inputs.sampled:  # the sample is not the scan: reconstruct() then needs the image
+        persist.register(model_id, net, config=net.config)
+    else:
+        persist.register(model_id, net, inputs=data, grid_shape=(n_y, n_x), config=net.config)
     return ds
