@@ -60,6 +60,13 @@ TRIAL_CELLS = 1600
 MAX_PATCHES = 4096
 #: Candidates within this much of the best silhouette count as tied; the smallest wins.
 SCORE_TOLERANCE = 0.02
+#: Weight of the TV boundary loss on clean scans (`noise_aware_weight` raises it for noisy
+#: ones). With ``boundary_scale="kl"`` it is dimensionless: a wall density of one grid
+#: step of wall (a jump of one prior std) per grid point costs this fraction of the
+#: information (KL, nats per patch) the content latents carry (``losses.boundary_price``).
+#: On clean lattice phantoms the walls are already at the grid's resolution without the
+#: prior, so the weight barely matters; on noisy or small images it gives shorter walls
+#: and stabler maps (``python benchmarks/auto_settings.py --noise``).
 DEFAULT_BOUNDARY_WEIGHT = 3.0
 NOISY_BOUNDARY_WEIGHT = 10.0
 CLEAN_SNR, NOISY_SNR = 3.0, 1.0
@@ -79,7 +86,7 @@ class AutoSettings:
     latent_dim : int
         Number of content latents.
     boundary_weight : float
-        Weight of the TV boundary loss (KL units, see ``train.boundary_price``).
+        Weight of the TV boundary loss (KL units, see ``losses.boundary_price``).
     lattice_period_px : float
         Period of the strongest lattice reflection (0: no lattice).
     noise_sigma : float

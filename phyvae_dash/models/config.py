@@ -53,35 +53,93 @@ class FitConfig:
     Attributes
     ----------
     patch_size, stride : int or "auto"
-        Patch side and step between scan positions, in pixels; ``"auto"``: chosen
-        from the image.
-    latent_dim : int or None
-        Content latents; ``None``: chosen.
-    boundary_weight : float or None
-        Weight of the boundary loss; ``None``: chosen from the image's noise (TV) or
-        the authors' ``w`` (``boundary_loss="reference"``).
+        Square patches of ``patch_size`` pixels around scan positions ``stride`` apart.
+        ``"auto"`` (default): chosen from the image by ``auto.choose_settings`` (the
+        lattice period, or label-free trials at a few scales); every automatic choice
+        and its reason is recorded in ``attrs["auto_reasons"]``.
+    latent_dim : int, optional
+        Number of content latents (the maps in ``z_mean``); ``None``: chosen (2).
+    boundary_weight : float, optional
+        Weight of the boundary loss (dimensionless with ``boundary_scale="kl"``, see
+        `losses.boundary_price`). ``None``: for the TV forms, chosen from the image's
+        estimated noise (`train.DEFAULT_BOUNDARY_WEIGHT` on clean scans, more on noisy ones,
+        see ``auto.noise_aware_weight``); `train.DEFAULT_REFERENCE_WEIGHT` (the ``w`` of
+        ``(w + term) * ELBO``) for ``boundary_loss="reference"``. ``0`` trains a plain
+        VAE.
     model : {"vae", "shift", "rotation"}
+        Plain VAE; shift-invariant (2 translation latents, coordinate decoder);
+        rotation- and shift-invariant.
     transform : str
-        Input transform; ``"auto"``: chosen.
-    epochs : int or None
-        ``None``: from the number of patches (`train.auto_epochs`).
+        Input transform passed to ``features.prepare_inputs`` (``"auto"`` chooses and
+        says why in ``attrs["transform_reason"]``; with an automatic patch size the
+        transform is chosen together with it).
+    epochs : int, optional
+        ``None``: `train.auto_epochs` (about 120k patch visits for the plain VAE).
     device : str
+        ``"auto"`` (CUDA, MPS, CPU), ``"cpu"``, ``"cuda"``, ...
     seed : int
+        Seeds weights, tile offsets and sampling; on the CPU a seed reproduces a fit.
     boundary_loss : {"tv", "anisotropic", "reference", "none"}
-    tile_size, batch_size : int
-        Side of the contiguous tiles of the scan grid, and patches per step.
-    lr, beta, kl_warmup : float
+        Isotropic TV (default), anisotropic TV, the authors' non-differentiable
+        multiplicative term, or none.
+    tile_size : int
+        Side ``T`` of the contiguous tiles of the scan grid (clipped to the grid).
+    batch_size : int
+        Patches per step (rounded to whole tiles).
+    lr : float
+        Adam learning rate.
+    beta, kl_warmup : float
+        KL weight, and the warm-up over which it ramps up linearly from 0: a fraction
+        of the epochs when below 1, else a number of epochs (``0`` disables it).
     likelihood : {"auto", "bernoulli", "gaussian"}
-    shift_prior : float or None
-    angle_prior, eps : float
-    hidden, map_every : int
+        ``"auto"``: `train.choose_likelihood` (Bernoulli for nearly binary inputs in [0, 1],
+        Gaussian with a learned noise scale otherwise).
+    shift_prior : float, optional
+        Std of the shift prior in pixels (shift/rotation models). ``None``: half the
+        lattice period (``Inputs.period`` or ``features.detect_lattice_period``), else
+        patch_size / 4.
+    angle_prior : float
+        Std of the angle prior in radians (rotation model).
+    hidden : int
+        Width of the encoder/decoder hidden layers.
+    map_every : int
+        Compute the full latent map for the callback every this many epochs.
     precision : {"auto", "float32", "bfloat16", "float16"}
-    num_threads : int or None
+        ``"auto"``: bf16 (or fp16) autocast on CUDA, float32 elsewhere. ``"bfloat16"``
+        also runs on the CPU (useful where the CPU has bf16 matrix units, and how the
+        test suite exercises the mixed-precision path without a GPU); ``"float16"``
+        needs CUDA.
+    eps : float
+        Smoothing of the isotropic TV.
     boundary_scale : {"kl", "none"}
+        How the TV boundary loss is priced (see `losses.boundary_price`): in units of the
+        content latents' KL per patch (default; ``boundary_weight`` is then
+        dimensionless) or in fixed nats per patch.
     boundary_units : {"prior", "spread"}
+        Units of the latent jumps in the TV (``losses.boundary_loss``'s ``scale``): the
+        prior std (default), or each latent's spread over the batch, so that the loss
+        cannot be lowered by shrinking the latents, only by shorter walls. "spread" was
+        not better: the prior-std form does shrink the latents, but segmentation does not
+        suffer from it, while the scale-free form rewards latents that encode whatever
+        is smoothest in space (a slow background) and failed on a stripe phantom
+        (``benchmarks/quality.py``).
     boundary_ramp : (float, float)
-    sample_positions : int or None
-        Train on a sample of about this many scan positions (big images).
+        ``(start, end)`` fractions of the epochs over which the boundary weight rises
+        from 0 to its full value (`train.boundary_ramp_factor`); ``(0, 0)``: full weight from
+        the start.
+    num_threads : int, optional
+        CPU threads for the fit (restored afterwards). ``None``: half the cores (at
+        least 1). These small networks gain little from more intra-op threads, and on
+        a busy machine (or with the dashboard serving from the same process)
+        oversubscribed threads slow training down by an order of magnitude.
+    sample_positions : int, optional
+        Train on a random sample of about this many scan positions, in contiguous
+        regions read from the image's chunks (`sampling`). ``None``: every position
+        when their inputs fit in ``sampling.INPUT_BUDGET_BYTES``, else a sample of that
+        size, so memory stays flat for images larger than memory (``load(path,
+        lazy=True)``). Whether the image is dask-backed never changes the fit. A
+        sampled fit returns dask-backed latent maps, encoded block by block
+        (`encode.encode_chunked`): write them with ``to_zarr``.
     """
 
     patch_size: int | str = AUTO

@@ -197,3 +197,82 @@ def reference_boundary_term(z_tiles, sigma_spatial: float = 5.0) -> np.ndarray:
             terms.append(float(scharr(m).sum()))
         out[t] = np.mean(terms)
     return out
+
+
+# --------------------------------------------------------------------------- in training
+def boundary_price(terms: dict, latent_dim: int, scale: str = "kl") -> torch.Tensor | float:
+    """What one unit of wall density costs per unit of ``boundary_weight``.
+
+    ``"kl"``: the batch's mean KL of the content latents (nats per patch, no gradient),
+    i.e. the information the latent maps carry. Why: the TV of latent maps can be
+    lowered for free by shrinking every latent towards the prior mean, and with a fixed
+    price a weight that cleans one image collapses the latents of a noisier one (where
+    the latents carry less information). Pricing walls in units of that information
+    makes collapse no cheaper than keeping the domains, and makes the weight a
+    dimensionless fraction, the same for any patch size, channel count or noise level.
+    ``"none"``: a fixed price of 1 nat per patch.
+    """
+    if scale == "none":
+        return 1.0
+    mu, std = terms["mu"][:, :latent_dim], terms["std"][:, :latent_dim]
+    kl = 0.5 * (mu ** 2 + std ** 2 - 1.0) - torch.log(std)
+    return kl.sum(1).mean().detach()
+
+
+class BoundaryTerm:
+    """How `fit` combines a batch's negative ELBO with a boundary term.
+
+    A term is called once per step with the batch's per-patch negative ELBO
+    ``nelbo`` ``(B,)``, the latent means on the batch's tiles ``z_tiles``
+    ``(n_tiles, latents, Ty, Tx)``, the model's loss terms, and the weight for this
+    epoch (after the ramp); it returns ``(loss, boundary value)``, the scalar to
+    minimise and the boundary term for the loss history. Subclass it, or pass any
+    callable of that signature as ``fit(..., boundary_term=...)``, to try another prior.
+    """
+
+    def __call__(self, nelbo: torch.Tensor, z_tiles: torch.Tensor, terms: dict,
+                 weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+
+class TotalVariationTerm(BoundaryTerm):
+    """ELBO + weight x price x TV of the latent maps (`boundary_loss`, `boundary_price`)."""
+
+    def __init__(self, kind: str = "tv", eps: float = DEFAULT_EPS, units: str = "prior",
+                 scale: str = "kl"):
+        self.kind, self.eps, self.units, self.scale = kind, eps, units, scale
+
+    def __call__(self, nelbo, z_tiles, terms, weight):
+        tv = boundary_loss(z_tiles, kind=self.kind, eps=self.eps, scale=self.units)
+        price = boundary_price(terms, z_tiles.shape[1], self.scale)
+        return nelbo.mean() + weight * price * tv, tv
+
+
+class ReferenceTerm(BoundaryTerm):
+    """The authors' form: every ELBO term of a tile times ``(weight + term)``, where the
+    term (`reference_boundary_term`) carries no gradient."""
+
+    def __call__(self, nelbo, z_tiles, terms, weight):
+        term = reference_boundary_term(z_tiles)
+        mult = torch.as_tensor(weight + term, dtype=nelbo.dtype, device=nelbo.device)
+        loss = (nelbo.view(z_tiles.shape[0], -1) * mult[:, None]).mean()
+        # float32: MPS has no float64
+        return loss, torch.tensor(float(term.mean()), device=nelbo.device)
+
+
+class NoTerm(BoundaryTerm):
+    """A plain VAE: the ELBO alone."""
+
+    def __call__(self, nelbo, z_tiles, terms, weight):
+        return nelbo.mean(), torch.zeros((), device=nelbo.device)
+
+
+def boundary_term_for(kind: str, eps: float = DEFAULT_EPS, units: str = "prior",
+                      scale: str = "kl") -> BoundaryTerm:
+    """The term `fit` uses for ``boundary_loss=kind`` ("tv", "anisotropic", "reference",
+    "none")."""
+    if kind == "reference":
+        return ReferenceTerm()
+    if kind == "none":
+        return NoTerm()
+    return TotalVariationTerm(kind, eps=eps, units=units, scale=scale)

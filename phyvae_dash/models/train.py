@@ -8,6 +8,7 @@ variation is the length of the domain walls in it. A shuffled batch has no geome
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import platform
@@ -25,26 +26,17 @@ import xarray as xr
 from .. import __version__
 from ..errors import FitCancelled, FitDiverged, SettingsError
 from . import persist
+from .auto import DEFAULT_BOUNDARY_WEIGHT, choose_settings
+from .config import FitConfig
 from .device import pick_device
 from .encode import as_image, encode_all, encode_chunked, latent_dataset
+from .features import detect_lattice_period
+from .losses import BoundaryTerm, boundary_term_for
+from .registry import MODELS, build_model  # noqa: F401 (MODELS: the names fit takes)
 from .sampling import centre_crop, gather_inputs
-from .losses import DEFAULT_EPS, reference_boundary_term
-from .losses import boundary_loss as tv_loss
-from .registry import MODELS, build_model
 
-#: Default weight of the TV boundary loss on clean scans (``fit`` raises it for noisy
-#: ones: ``auto.noise_aware_weight``). With ``boundary_scale="kl"`` (default) it is
-#: dimensionless: a wall density of one grid step of wall (jump of one prior std) per
-#: grid point costs this fraction of the information (KL, nats per patch) the content
-#: latents carry (see `boundary_price` and `losses`). On clean lattice phantoms the walls
-#: are already at the grid's resolution without the prior, so the weight barely matters;
-#: on noisy or small images it gives shorter walls and stabler maps. Measured with
-#: ``python benchmarks/quality.py --repeats 3`` and ``benchmarks/auto_settings.py``.
-DEFAULT_BOUNDARY_WEIGHT = 3.0
 #: Weight ``w`` of the authors' multiplicative form ``(w + term) * ELBO``.
 DEFAULT_REFERENCE_WEIGHT = 0.5
-BOUNDARY_LOSSES = ("tv", "anisotropic", "reference", "none")
-BOUNDARY_UNITS = ("spread", "prior")
 #: Patch visits the automatic epoch rule aims at, per model family (the invariant
 #: models render every pixel through an MLP and cost several times more per patch).
 VISITS = {"vae": 120_000, "shift": 40_000, "rotation": 40_000}
@@ -125,25 +117,6 @@ def choose_likelihood(data: np.ndarray) -> str:
     return "bernoulli" if saturated > 0.9 else "gaussian"
 
 
-def boundary_price(terms: dict, latent_dim: int, scale: str = "kl") -> torch.Tensor | float:
-    """What one unit of wall density costs per unit of ``boundary_weight``.
-
-    ``"kl"``: the batch's mean KL of the content latents (nats per patch, no gradient),
-    i.e. the information the latent maps carry. Why: the TV of latent maps can be
-    lowered for free by shrinking every latent towards the prior mean, and with a fixed
-    price a weight that cleans one image collapses the latents of a noisier one (where
-    the latents carry less information). Pricing walls in units of that information
-    makes collapse no cheaper than keeping the domains, and makes the weight a
-    dimensionless fraction, the same for any patch size, channel count or noise level.
-    ``"none"``: a fixed price of 1 nat per patch.
-    """
-    if scale == "none":
-        return 1.0
-    mu, std = terms["mu"][:, :latent_dim], terms["std"][:, :latent_dim]
-    kl = 0.5 * (mu ** 2 + std ** 2 - 1.0) - torch.log(std)
-    return kl.sum(1).mean().detach()
-
-
 def boundary_ramp_factor(epoch: int, epochs: int, ramp: tuple[float, float]) -> float:
     """Fraction of ``boundary_weight`` applied at ``epoch`` (1-based) of ``epochs``.
 
@@ -165,176 +138,36 @@ def boundary_ramp_factor(epoch: int, epochs: int, ramp: tuple[float, float]) -> 
     return (progress - start) / (end - start)
 
 
-def _check_settings(image, patch_size, stride, latent_dim, boundary_weight, model,
-                    epochs, boundary_loss_kind, tile_size, batch_size, boundary_scale,
-                    boundary_units="prior", boundary_ramp=(0.0, 0.0)):
-    ny, nx = image.sizes["y"], image.sizes["x"]
-    if not isinstance(patch_size, (int, np.integer)) or patch_size < 2:
-        raise SettingsError(f"patch_size must be an integer >= 2, got {patch_size!r}")
-    if patch_size > min(ny, nx):
-        raise SettingsError(f"patch_size {patch_size} is larger than the image ({ny} x {nx} pixels)")
-    if not isinstance(stride, (int, np.integer)) or stride < 1:
-        raise SettingsError(f"stride must be an integer >= 1, got {stride!r}")
-    if not isinstance(latent_dim, (int, np.integer)) or latent_dim < 1:
-        raise SettingsError(f"latent_dim must be an integer >= 1, got {latent_dim!r}")
-    if boundary_weight is not None and not (np.isfinite(boundary_weight) and boundary_weight >= 0):
-        raise SettingsError(f"boundary_weight must be a finite number >= 0, got {boundary_weight!r}")
-    if model not in MODELS:
-        raise SettingsError(f"model must be one of {MODELS}, not {model!r}")
-    if epochs is not None and (not isinstance(epochs, (int, np.integer)) or epochs < 1):
-        raise SettingsError(f"epochs must be a positive integer or None, got {epochs!r}")
-    if boundary_loss_kind not in BOUNDARY_LOSSES:
-        raise SettingsError(f"boundary_loss must be one of {BOUNDARY_LOSSES}, not {boundary_loss_kind!r}")
-    if boundary_scale not in ("kl", "none"):
-        raise SettingsError(f"boundary_scale must be 'kl' or 'none', not {boundary_scale!r}")
-    if boundary_units not in BOUNDARY_UNITS:
-        raise SettingsError(f"boundary_units must be one of {BOUNDARY_UNITS}, not {boundary_units!r}")
-    start, end = boundary_ramp
-    if not 0 <= start <= end <= 1:
-        raise SettingsError(f"boundary_ramp must be (start, end) with 0 <= start <= end <= 1, got {boundary_ramp!r}")
-    if tile_size < 2 or batch_size < 1:
-        raise SettingsError(f"tile_size must be >= 2 and batch_size >= 1 (got {tile_size}, {batch_size})")
-
-
-def fit(
-    image: xr.DataArray,
-    *,
-    patch_size: int | str = "auto",
-    stride: int | str = "auto",
-    latent_dim: int | None = None,
-    boundary_weight: float | None = None,
-    model: str = "vae",
-    transform: str = "auto",
-    epochs: int | None = None,
-    device: str = "auto",
-    seed: int = 0,
-    callback: Callable[[Progress], Any] | None = None,
-    cancel: Any = None,
-    boundary_loss: str = "tv",
-    tile_size: int = 8,
-    batch_size: int = 256,
-    lr: float = 2e-3,
-    beta: float = 1.0,
-    kl_warmup: float = 0.2,
-    likelihood: str = "auto",
-    shift_prior: float | None = None,
-    angle_prior: float = 1.0,
-    hidden: int = 128,
-    map_every: int = 1,
-    precision: str = "auto",
-    eps: float = DEFAULT_EPS,
-    num_threads: int | None = None,
-    boundary_scale: str = "kl",
-    boundary_units: str = "prior",
-    boundary_ramp: tuple[float, float] = (0.0, 0.0),
-    sample_positions: int | None = None,
-    scheduler: Any = None,
-) -> xr.Dataset:
+def fit(image: xr.DataArray, config: FitConfig | None = None, *,
+        callback: Callable[[Progress], Any] | None = None, cancel: Any = None,
+        scheduler: Any = None, boundary_term: BoundaryTerm | None = None,
+        **settings) -> xr.Dataset:
     """Train a VAE with the boundary loss on an image's patches; return its latent maps.
 
     Parameters
     ----------
     image : xarray.DataArray
         ``(y, x)``, ``(y, x, channel)`` or ``(y, x, spectrum)`` (a NumPy array is wrapped
-        with dims ``(y, x[, channel])``).
-    patch_size, stride : int or "auto"
-        Square patches of ``patch_size`` pixels around scan positions ``stride`` apart.
-        ``"auto"`` (default): chosen from the image by ``auto.choose_settings`` (the
-        lattice period, or label-free trials at a few scales); every automatic choice
-        and its reason is recorded in ``attrs["auto_reasons"]``.
-    latent_dim : int, optional
-        Number of content latents (the maps in ``z_mean``); ``None``: chosen (2).
-    boundary_weight : float, optional
-        Weight of the boundary loss (dimensionless with ``boundary_scale="kl"``, see
-        `boundary_price`). ``None``: for the TV forms, chosen from the image's
-        estimated noise (`DEFAULT_BOUNDARY_WEIGHT` on clean scans, more on noisy ones,
-        see ``auto.noise_aware_weight``); `DEFAULT_REFERENCE_WEIGHT` (the ``w`` of
-        ``(w + term) * ELBO``) for ``boundary_loss="reference"``. ``0`` trains a plain
-        VAE.
-    model : {"vae", "shift", "rotation"}
-        Plain VAE; shift-invariant (2 translation latents, coordinate decoder);
-        rotation- and shift-invariant.
-    transform : str
-        Input transform passed to ``features.prepare_inputs`` (``"auto"`` chooses and
-        says why in ``attrs["transform_reason"]``; with an automatic patch size the
-        transform is chosen together with it).
-    epochs : int, optional
-        ``None``: `auto_epochs` (about 120k patch visits for the plain VAE).
-    device : str
-        ``"auto"`` (CUDA, MPS, CPU), ``"cpu"``, ``"cuda"``, ...
-    seed : int
-        Seeds weights, tile offsets and sampling; on the CPU a seed reproduces a fit.
+        with dims ``(y, x[, channel])``); dask-backed images are sampled (big data).
+    config : FitConfig, optional
+        All settings at once (e.g. ``FitConfig.from_attrs(other_result.attrs)`` to
+        repeat a fit); keywords given as well override its values.
+    **settings
+        Any `FitConfig` field, each documented there: ``patch_size``, ``stride``,
+        ``latent_dim``, ``boundary_weight``, ``model``, ``transform``, ``epochs``,
+        ``device``, ``seed`` and the training details. Left out, the first five and the
+        transform are chosen from the image (`auto.choose_settings`), each with its
+        reason in ``attrs["auto_reasons"]``; settings you give are never changed.
     callback : callable, optional
         Called after every epoch with a `Progress`.
     cancel : object with ``is_set()``, optional
         E.g. a ``threading.Event``; when set, `FitCancelled` is raised before the next
         step (so within one epoch).
-    boundary_loss : {"tv", "anisotropic", "reference", "none"}
-        Isotropic TV (default), anisotropic TV, the authors' non-differentiable
-        multiplicative term, or none.
-    tile_size : int
-        Side ``T`` of the contiguous tiles of the scan grid (clipped to the grid).
-    batch_size : int
-        Patches per step (rounded to whole tiles).
-    lr : float
-        Adam learning rate.
-    beta, kl_warmup : float
-        KL weight, and the warm-up over which it ramps up linearly from 0: a fraction
-        of the epochs when below 1, else a number of epochs (``0`` disables it).
-    likelihood : {"auto", "bernoulli", "gaussian"}
-        ``"auto"``: `choose_likelihood` (Bernoulli for nearly binary inputs in [0, 1],
-        Gaussian with a learned noise scale otherwise).
-    shift_prior : float, optional
-        Std of the shift prior in pixels (shift/rotation models). ``None``: half the
-        lattice period (``Inputs.period`` or ``features.detect_lattice_period``), else
-        patch_size / 4.
-    angle_prior : float
-        Std of the angle prior in radians (rotation model).
-    hidden : int
-        Width of the encoder/decoder hidden layers.
-    map_every : int
-        Compute the full latent map for the callback every this many epochs.
-    precision : {"auto", "float32", "bfloat16", "float16"}
-        ``"auto"``: bf16 (or fp16) autocast on CUDA, float32 elsewhere. ``"bfloat16"``
-        also runs on the CPU (useful where the CPU has bf16 matrix units, and how the
-        test suite exercises the mixed-precision path without a GPU); ``"float16"``
-        needs CUDA.
-    eps : float
-        Smoothing of the isotropic TV.
-    boundary_scale : {"kl", "none"}
-        How the TV boundary loss is priced (see `boundary_price`): in units of the
-        content latents' KL per patch (default; ``boundary_weight`` is then
-        dimensionless) or in fixed nats per patch.
-    boundary_units : {"prior", "spread"}
-        Units of the latent jumps in the TV (``losses.boundary_loss``'s ``scale``): the
-        prior std (default), or each latent's spread over the batch, so that the loss
-        cannot be lowered by shrinking the latents, only by shorter walls. Measured,
-        "spread" was not better: the prior-std form does shrink the latents (spread
-        0.7-1.3 vs 2 prior std at weight 0) but segmentation does not suffer from it,
-        while the scale-free form rewards latents that encode whatever is smoothest in
-        space (a slow background) and failed on the 128 px stripe phantom for one of
-        two seeds (ARI 0.05 vs 0.92); see DEFAULT_BOUNDARY_WEIGHT for the 256 px table.
-    boundary_ramp : (float, float)
-        ``(start, end)`` fractions of the epochs over which the boundary weight rises
-        from 0 to its full value (`boundary_ramp_factor`); ``(0, 0)``: full weight from
-        the start.
-    num_threads : int, optional
-        CPU threads for the fit (restored afterwards). ``None``: half the cores (at
-        least 1). These small networks gain little from more intra-op threads, and on
-        a busy machine (or with the dashboard serving from the same process)
-        oversubscribed threads slow training down by an order of magnitude.
-
-    sample_positions : int, optional
-        Train on a random sample of about this many scan positions, in contiguous
-        regions read from the image's chunks (`sampling`). ``None``: every position
-        when their inputs fit in ``sampling.INPUT_BUDGET_BYTES``, else a sample of that
-        size, so memory stays flat for images larger than memory (``load(path,
-        lazy=True)``). Whether the image is dask-backed never changes the fit. A
-        sampled fit returns dask-backed latent maps, encoded block by block
-        (`encode.encode_chunked`): write them with ``to_zarr``.
     scheduler : optional
-        Dask scheduler for the passes over a sampled image (a name, ``"tcp://..."``
-        or a ``distributed.Client``; see `cluster`). ``None``: dask's default.
+        Dask scheduler for the passes over a sampled (big) image (a name,
+        ``"tcp://..."`` or a ``distributed.Client``). ``None``: dask's default.
+    boundary_term : BoundaryTerm, optional
+        Replaces the term ``boundary_loss`` names (see `losses.BoundaryTerm`).
 
     Returns
     -------
@@ -343,13 +176,26 @@ def fit(
         ``("shift_dim", "y", "x")`` in pixels (read it as ``result["shift"]``:
         ``Dataset.shift`` is a method) and (rotation) ``angle`` ``("y", "x")`` in
         radians; ``loss_total``, ``loss_reconstruction``, ``loss_kl``,
-        ``loss_boundary`` ``("epoch",)`` (per-patch means); every setting, ``device``,
+        ``loss_boundary`` ``("epoch",)`` (per-patch means); every setting as it was
+        used (also as one `FitConfig` in ``attrs["fit_config"]``), ``device``,
         versions, ``elapsed_s`` and ``model_id`` in ``attrs``. The model is reached
         through ``result.pvd`` (see `persist`).
 
     Raises
     ------
     SettingsError, FitCancelled, FitDiverged
+
+    See Also
+    --------
+    FitConfig : every setting, documented.
+    phyvae_dash.models.auto.choose_settings : what ``fit(image)`` chooses, and why.
+    phyvae_dash.analysis.segment.segment : domains from the latent maps.
+
+    References
+    ----------
+    .. [1] A. Biswas, M. Ziatdinov, S. V. Kalinin, "Combining variational autoencoders
+       and physical bias for improved microscopy data analysis", *Mach. Learn.: Sci.
+       Technol.* (2023), doi:10.1088/2632-2153/acf6a9.
 
     Examples
     --------
@@ -360,18 +206,23 @@ def fit(
     >>> result = fit(img, patch_size=8, stride=2, epochs=3, device="cpu")
     >>> result.z_mean.dims, result.sizes["epoch"]
     (('latent', 'y', 'x'), 3)
+    >>> FitConfig.from_attrs(result.attrs).patch_size
+    8
     >>> auto = fit(img, epochs=3, device="cpu")        # every setting from the image
     >>> auto.attrs["auto_reasons"][0]  # doctest: +ELLIPSIS
     'patch_size ...: no lattice; cleanest 2-way split...'
     """
-    settings = {k: v for k, v in locals().items() if k not in ("image", "num_threads")}
-    if num_threads is None:
-        num_threads = max(1, (os.cpu_count() or 2) // 2)
+    try:
+        config = FitConfig(**settings) if config is None else config.replace(**settings)
+    except TypeError as exc:  # an unknown keyword
+        known = ", ".join(f.name for f in dataclasses.fields(FitConfig))
+        raise SettingsError(f"{exc}; fit takes {known}") from None
+    num_threads = config.num_threads or max(1, (os.cpu_count() or 2) // 2)
     _enter_threads(int(num_threads))
     try:
         image = as_image(image)
-        settings, auto_attrs = _automatic_settings(image, settings)
-        result = _fit(image, **settings)
+        config, auto_attrs = _automatic_settings(image, config)
+        result = _fit(image, config, callback, cancel, scheduler, boundary_term)
         if auto_attrs:
             if auto_attrs.pop("_transform_chosen", False):
                 result.attrs["transform_reason"] = auto_attrs["auto_reasons"][2]
@@ -399,168 +250,195 @@ def _leave_threads() -> None:
             torch.set_num_threads(_threads_state["saved"])
 
 
-def _automatic_settings(image, settings: dict) -> tuple[dict, dict]:
+def _automatic_settings(image, config: FitConfig) -> tuple[FitConfig, dict]:
     """Replace the "auto"/None settings by ``auto.choose_settings``' choices.
 
-    Returns the settings for `_fit` and the attrs that record the choices (empty when
+    Returns the config for `_fit` and the attrs that record the choices (empty when
     the user set everything).
     """
-    from .auto import choose_settings
-
-    tv = settings["boundary_loss"] in ("tv", "anisotropic")
-    wanted = (settings["patch_size"] in ("auto", None), settings["stride"] in ("auto", None),
-              settings["latent_dim"] is None, settings["transform"] == "auto",
-              tv and settings["boundary_weight"] is None)
-    if not any(wanted):
-        return settings, {}
+    if not config.automatic:
+        return config, {}
+    tv = config.boundary_loss in ("tv", "anisotropic")
     choice = choose_settings(
-        image, patch_size=settings["patch_size"], stride=settings["stride"],
-        transform=settings["transform"], latent_dim=settings["latent_dim"],
-        boundary_weight=settings["boundary_weight"] if tv else 0.0, seed=settings["seed"])
+        image, patch_size=config.patch_size, stride=config.stride,
+        transform=config.transform, latent_dim=config.latent_dim,
+        boundary_weight=config.boundary_weight if tv else 0.0, seed=config.seed)
     chosen = choice.fit_kwargs()
     if not tv:
-        chosen["boundary_weight"] = settings["boundary_weight"]
+        chosen["boundary_weight"] = config.boundary_weight
     attrs = choice.as_attrs()
-    attrs["_transform_chosen"] = settings["transform"] == "auto"
-    return {**settings, **chosen}, attrs
+    attrs["_transform_chosen"] = config.transform == "auto"
+    return config.replace(**chosen), attrs
 
 
-def _fit(image, *, patch_size, stride, latent_dim, boundary_weight, model, transform, epochs,
-         device, seed, callback, cancel, boundary_loss, tile_size, batch_size, lr, beta,
-         kl_warmup, likelihood, shift_prior, angle_prior, hidden, map_every, precision, eps,
-         boundary_scale, boundary_units, boundary_ramp, sample_positions, scheduler):
+@dataclass
+class _Run:
+    """What `_build` sets up for one fit: the inputs on the device, the model, the
+    optimiser and precision, the random generators and the tile geometry."""
+
+    config: FitConfig
+    inputs: Any
+    data: torch.Tensor
+    net: torch.nn.Module
+    device: torch.device
+    opt: torch.optim.Optimizer
+    amp_dtype: Any
+    scaler: Any
+    tile_gen: torch.Generator
+    noise_gen: torch.Generator
+    tile: tuple[int, int]
+    n_tiles: int
+    steps: int
+    period: float | None
+
+
+def _fit(image, config: FitConfig, callback, cancel, scheduler, boundary_term) -> xr.Dataset:
     t0 = time.perf_counter()
-    image = as_image(image)
-    _check_settings(image, patch_size, stride, latent_dim, boundary_weight, model, epochs,
-                    boundary_loss, tile_size, batch_size, boundary_scale, boundary_units,
-                    tuple(boundary_ramp))
-    if boundary_weight is None:
-        boundary_weight = DEFAULT_REFERENCE_WEIGHT if boundary_loss == "reference" else DEFAULT_BOUNDARY_WEIGHT
+    config.check_image(image.sizes["y"], image.sizes["x"])
     if not bool(np.isfinite(image.data).all()):  # per chunk for a dask-backed image
         raise SettingsError("the image contains NaN or Inf; fill them first (load(..., fill_nan=...))")
-    dev = pick_device(device)
+    run = _build(image, config)
+    term = boundary_term or boundary_term_for(run.config.boundary_loss, eps=config.eps,
+                                              units=config.boundary_units,
+                                              scale=config.boundary_scale)
+    history = _train(run, term, callback, cancel, t0)
+    return _assemble(run, image, history, scheduler, t0)
 
-    inputs = gather_inputs(image, patch_size, stride, transform, seed=seed,
-                           sample_positions=sample_positions)
-    data_np = inputs.data
-    n_y, n_x = inputs.gy, inputs.gx
+
+def _build(image, config: FitConfig) -> _Run:
+    """Inputs, model, optimiser and generators; every "auto" left is resolved here and
+    written back into the returned run's config."""
+    if config.boundary_weight is None:
+        config = config.replace(boundary_weight=DEFAULT_REFERENCE_WEIGHT
+                                if config.boundary_loss == "reference" else DEFAULT_BOUNDARY_WEIGHT)
+    dev = pick_device(config.device)
+    inputs = gather_inputs(image, config.patch_size, config.stride, config.transform,
+                           seed=config.seed, sample_positions=config.sample_positions)
     feature_shape = inputs.feature_shape
-    n = data_np.shape[0]
-    if model == "rotation" and len(feature_shape) != 3:
+    n = inputs.data.shape[0]
+    if config.model == "rotation" and len(feature_shape) != 3:
         raise SettingsError(f"model='rotation' needs patch inputs; transform {inputs.transform!r} gives vectors")
-    if likelihood == "auto":
-        likelihood = choose_likelihood(data_np)
-    epochs = int(epochs) if epochs is not None else auto_epochs(n, model)
-
-    kwargs: dict[str, Any] = {"input_shape": feature_shape, "latent_dim": int(latent_dim),
-                              "likelihood": likelihood, "hidden": int(hidden)}
+    resolved = {"likelihood": config.likelihood if config.likelihood != "auto"
+                else choose_likelihood(inputs.data),
+                "epochs": config.epochs or auto_epochs(n, config.model)}
+    kwargs: dict[str, Any] = {"input_shape": feature_shape, "latent_dim": int(config.latent_dim),
+                              "likelihood": resolved["likelihood"], "hidden": int(config.hidden)}
     period = None
-    if model in ("shift", "rotation"):
+    if config.model in ("shift", "rotation"):
+        shift_prior = config.shift_prior
         if shift_prior is None:
             period = inputs.period
             if period is None:
-                from .features import detect_lattice_period
                 period = detect_lattice_period(centre_crop(image) if inputs.sampled else image)
-            shift_prior = period / 2 if period else patch_size / 4
-        kwargs["shift_prior"] = float(shift_prior)
-        if model == "rotation":
-            kwargs["angle_prior"] = float(angle_prior)
+            shift_prior = period / 2 if period else config.patch_size / 4
+        kwargs["shift_prior"] = resolved["shift_prior"] = float(shift_prior)
+        if config.model == "rotation":
+            kwargs["angle_prior"] = float(config.angle_prior)
 
     with _INIT_LOCK, torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = build_model({"family": model, **kwargs})
+        torch.manual_seed(config.seed)
+        net = build_model({"family": config.model, **kwargs})
         after_init = torch.get_rng_state()
-    gen = torch.Generator().manual_seed(seed)  # tile offsets: CPU generator, same on any device
+    tile_gen = torch.Generator().manual_seed(config.seed)  # CPU generator: the same on any device
     # Reparameterisation noise: the stream the process-wide generator would have given
     # after seeding and initialising, so that a seed gives the same fit as before.
     noise_gen = torch.Generator(device=dev)
     if dev.type == "cpu":
         noise_gen.set_state(after_init)
     else:
-        noise_gen.manual_seed(seed)
+        noise_gen.manual_seed(config.seed)
     net.to(dev)
-    data = torch.from_numpy(data_np).to(dev)
-    opt = _adam(net.parameters(), lr)
 
-    amp_dtype = None
+    precision = config.precision
     if precision == "auto":
         precision = "float32"
         if dev.type == "cuda":
             precision = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    amp_dtype = None
     if precision in ("bfloat16", "float16"):
         if dev.type != "cuda" and (precision, dev.type) != ("bfloat16", "cpu"):
             raise SettingsError(f"precision {precision!r} needs CUDA (device is {dev.type}); "
                                 "the CPU takes 'bfloat16' or 'float32'")
         amp_dtype = getattr(torch, precision)
-    scaler = torch.amp.GradScaler("cuda", enabled=precision == "float16")
+    resolved["precision"] = precision
 
-    # Tiles of the scan grid; the grid's flat index of tile (k, i, j) is
-    # (oy_k + i) * n_x + (ox_k + j).
-    ty, tx = min(tile_size, n_y), min(tile_size, n_x)
-    n_tiles = max(1, round(batch_size / (ty * tx)))
-    steps = max(1, math.ceil(n / (n_tiles * ty * tx)))
-    ar_y = torch.arange(ty).view(1, ty, 1)
-    ar_x = torch.arange(tx).view(1, 1, tx)
-    L = int(latent_dim)
-    warm = kl_warmup * epochs if kl_warmup < 1 else float(kl_warmup)
+    ty, tx = min(config.tile_size, inputs.gy), min(config.tile_size, inputs.gx)
+    n_tiles = max(1, round(config.batch_size / (ty * tx)))
+    return _Run(config=config.replace(**resolved), inputs=inputs,
+                data=torch.from_numpy(inputs.data).to(dev), net=net, device=dev,
+                opt=_adam(net.parameters(), config.lr), amp_dtype=amp_dtype,
+                scaler=torch.amp.GradScaler("cuda", enabled=precision == "float16"),
+                tile_gen=tile_gen, noise_gen=noise_gen, tile=(ty, tx), n_tiles=n_tiles,
+                steps=max(1, math.ceil(n / (n_tiles * ty * tx))), period=period)
 
+
+def _tile_indices(run: _Run) -> torch.Tensor:
+    """Flat indices of a batch of random contiguous tiles of the scan grid: the grid's
+    index of tile (k, i, j) is (oy_k + i) * n_x + (ox_k + j)."""
+    (ty, tx), k, inputs = run.tile, run.n_tiles, run.inputs
+    n_y, n_x = inputs.gy, inputs.gx
+    oy = torch.randint(0, n_y - ty + 1, (k, 1, 1), generator=run.tile_gen)
+    ox = torch.randint(0, n_x - tx + 1, (k, 1, 1), generator=run.tile_gen)
+    idx = (oy + torch.arange(ty).view(1, ty, 1)) * n_x + (ox + torch.arange(tx).view(1, 1, tx))
+    if inputs.regions > 1:  # each tile inside one sampled region
+        idx = idx + torch.randint(0, inputs.regions, (k, 1, 1), generator=run.tile_gen) * (n_y * n_x)
+    return idx.reshape(-1).to(run.device)
+
+
+def _train(run: _Run, term: BoundaryTerm, callback, cancel, t0: float) -> dict[str, list]:
+    """The training loop; returns the per-epoch mean losses."""
+    config, net, dev = run.config, run.net, run.device
+    L, epochs = int(config.latent_dim), int(config.epochs)
+    (ty, tx), inputs = run.tile, run.inputs
+    warm = config.kl_warmup * epochs if config.kl_warmup < 1 else float(config.kl_warmup)
     history = {k: [] for k in LOSS_NAMES}
     for epoch in range(1, epochs + 1):
-        beta_t = beta * min(1.0, epoch / warm) if warm > 0 else beta
-        ramp_t = boundary_ramp_factor(epoch, epochs, boundary_ramp)
+        beta_t = config.beta * min(1.0, epoch / warm) if warm > 0 else config.beta
+        weight = config.boundary_weight * boundary_ramp_factor(epoch, epochs, config.boundary_ramp)
         sums = torch.zeros(4, device=dev)
-        for _ in range(steps):
+        for _ in range(run.steps):
             if cancel is not None and cancel.is_set():
                 raise FitCancelled(f"fit cancelled at epoch {epoch} of {epochs}")
-            oy = torch.randint(0, n_y - ty + 1, (n_tiles, 1, 1), generator=gen)
-            ox = torch.randint(0, n_x - tx + 1, (n_tiles, 1, 1), generator=gen)
-            idx = (oy + ar_y) * n_x + (ox + ar_x)
-            if inputs.regions > 1:  # each tile inside one sampled region
-                idx = idx + torch.randint(0, inputs.regions, (n_tiles, 1, 1), generator=gen) * (n_y * n_x)
-            idx = idx.reshape(-1).to(dev)
-            with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                terms = net.loss_terms(data[idx], generator=noise_gen)
-            z_tiles = terms["mu"][:, :L].reshape(n_tiles, ty, tx, L).permute(0, 3, 1, 2)
+            with torch.autocast(dev.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
+                terms = net.loss_terms(run.data[_tile_indices(run)], generator=run.noise_gen)
+            z_tiles = terms["mu"][:, :L].reshape(run.n_tiles, ty, tx, L).permute(0, 3, 1, 2)
             nelbo = terms["reconstruction"] + beta_t * terms["kl"]
-            if boundary_loss == "reference":
-                term = reference_boundary_term(z_tiles)
-                mult = torch.as_tensor(boundary_weight + term, dtype=nelbo.dtype, device=dev)
-                loss = (nelbo.view(n_tiles, -1) * mult[:, None]).mean()
-                b = torch.tensor(float(term.mean()), device=dev)  # float32 (MPS has no float64)
-            elif boundary_loss == "none":
-                b = torch.zeros((), device=dev)
-                loss = nelbo.mean()
-            else:
-                b = tv_loss(z_tiles, kind=boundary_loss, eps=eps, scale=boundary_units)
-                loss = nelbo.mean() + (ramp_t * boundary_weight
-                                       * boundary_price(terms, L, boundary_scale) * b)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
+            loss, boundary = term(nelbo, z_tiles, terms, weight)
+            run.opt.zero_grad(set_to_none=True)
+            run.scaler.scale(loss).backward()
+            run.scaler.step(run.opt)
+            run.scaler.update()
             sums += torch.stack([loss.detach(), terms["reconstruction"].detach().mean(),
-                                 terms["kl"].detach().mean(), b.detach().float()])
-        means = (sums / steps).tolist()
+                                 terms["kl"].detach().mean(), boundary.detach().float()])
+        means = (sums / run.steps).tolist()
         if not all(math.isfinite(v) for v in means):
             raise FitDiverged(
                 f"training diverged at epoch {epoch} (losses {dict(zip(LOSS_NAMES, means))}); "
-                f"try a smaller lr (now {lr}), a smaller boundary_weight (now {boundary_weight}) "
-                "or check the image for extreme values")
+                f"try a smaller lr (now {config.lr}), a smaller boundary_weight "
+                f"(now {config.boundary_weight}) or check the image for extreme values")
         for k, v in zip(LOSS_NAMES, means):
             history[k].append(v)
         if callback is not None:
             z_map = None
-            if not inputs.sampled and (epoch % max(1, map_every) == 0 or epoch == epochs):
-                mu, _ = encode_all(net, data)
-                z_map = mu[:, :L].T.reshape(L, n_y, n_x).cpu().numpy()
+            if not inputs.sampled and (epoch % max(1, config.map_every) == 0 or epoch == epochs):
+                mu, _ = encode_all(net, run.data)
+                z_map = mu[:, :L].T.reshape(L, inputs.gy, inputs.gx).cpu().numpy()
             elapsed = time.perf_counter() - t0
             callback(Progress(epoch, epochs, dict(zip(LOSS_NAMES, means)), z_map, elapsed,
                               elapsed / epoch * (epochs - epoch)))
+    return history
 
+
+def _assemble(run: _Run, image, history: dict, scheduler, t0: float) -> xr.Dataset:
+    """The result: latent maps of every scan position, the loss history, the attrs; the
+    model is registered for ``result.pvd``."""
+    config, net, inputs = run.config, run.net, run.inputs
+    L, n = int(config.latent_dim), run.data.shape[0]
     net.eval()
-    mu, std = encode_all(net, data)
+    mu, std = encode_all(net, run.data)
     if inputs.sampled:  # the whole scan block by block (lazy); the spread from the sample
-        ds = encode_chunked(net, image, patch_size, stride, inputs.transform, scheduler=scheduler)
+        ds = encode_chunked(net, image, config.patch_size, config.stride, inputs.transform,
+                            scheduler=scheduler)
         spread = float(mu[:, :L].std(0).max())
     else:
         ds = latent_dataset(net, mu, std, inputs.y, inputs.x)
@@ -568,55 +446,57 @@ def _fit(image, *, patch_size, stride, latent_dim, boundary_weight, model, trans
     if spread < COLLAPSED_SPREAD:
         warnings.warn(
             f"the latent maps are nearly flat (spread {spread:.3f} prior std): the latents "
-            f"collapsed; try a smaller boundary_weight (now {boundary_weight}), more epochs or "
-            "another transform", RuntimeWarning, stacklevel=3)
-    epoch_coord = np.arange(1, epochs + 1)
+            f"collapsed; try a smaller boundary_weight (now {config.boundary_weight}), more "
+            "epochs or another transform", RuntimeWarning, stacklevel=4)
+    boundary_units = "wall length per grid point" if config.boundary_loss != "reference" else "1"
     for k in LOSS_NAMES:
-        ds[k] = ("epoch", np.asarray(history[k]), {"units": "nats per patch" if k != "loss_boundary" else
-                                                  ("wall length per grid point" if boundary_loss != "reference" else "1")})
-    ds = ds.assign_coords(epoch=epoch_coord)
+        ds[k] = ("epoch", np.asarray(history[k]),
+                 {"units": "nats per patch" if k != "loss_boundary" else boundary_units})
+    ds = ds.assign_coords(epoch=np.arange(1, int(config.epochs) + 1))
 
     model_id = uuid.uuid4().hex
     elapsed = time.perf_counter() - t0
+    (ty, tx) = run.tile
+    config = config.replace(transform=str(inputs.transform))
     ds.attrs = {
         "title": "phyvae-dash fit",
-        "model": model,
+        "model": config.model,
         "model_id": model_id,
-        "patch_size": int(patch_size),
-        "stride": int(stride),
-        "latent_dim": int(latent_dim),
-        "boundary_weight": float(boundary_weight),
-        "boundary_loss": boundary_loss,
+        "patch_size": int(config.patch_size),
+        "stride": int(config.stride),
+        "latent_dim": L,
+        "boundary_weight": float(config.boundary_weight),
+        "boundary_loss": config.boundary_loss,
         "transform": str(inputs.transform),
         "transform_reason": str(getattr(inputs, "reason", "")),
         "input_channels": [str(c) for c in inputs.channels],
-        "epochs": int(epochs),
-        "steps_per_epoch": int(steps),
+        "epochs": int(config.epochs),
+        "steps_per_epoch": int(run.steps),
         "tile_size": int(min(ty, tx)),
-        "tiles_per_batch": int(n_tiles),
-        "batch_size": int(n_tiles * ty * tx),
-        "lr": float(lr),
-        "beta": float(beta),
-        "kl_warmup": float(kl_warmup),
-        "likelihood": likelihood,
-        "hidden": int(hidden),
-        "eps": float(eps),
-        "boundary_scale": boundary_scale,
-        "boundary_units": boundary_units,
-        "boundary_ramp": [float(v) for v in boundary_ramp],
-        "shift_prior": float(kwargs.get("shift_prior", 0.0)),
-        "angle_prior": float(kwargs.get("angle_prior", 0.0)),
-        "lattice_period": float(period) if period else 0.0,
-        "seed": int(seed),
-        "device": str(dev),
+        "tiles_per_batch": int(run.n_tiles),
+        "batch_size": int(run.n_tiles * ty * tx),
+        "lr": float(config.lr),
+        "beta": float(config.beta),
+        "kl_warmup": float(config.kl_warmup),
+        "likelihood": config.likelihood,
+        "hidden": int(config.hidden),
+        "eps": float(config.eps),
+        "boundary_scale": config.boundary_scale,
+        "boundary_units": config.boundary_units,
+        "boundary_ramp": [float(v) for v in config.boundary_ramp],
+        "shift_prior": float(config.shift_prior or 0.0),
+        "angle_prior": float(config.angle_prior if config.model == "rotation" else 0.0),
+        "lattice_period": float(run.period) if run.period else 0.0,
+        "seed": int(config.seed),
+        "device": str(run.device),
         "num_threads": int(torch.get_num_threads()),
-        "precision": precision,
+        "precision": config.precision,
         "n_patches": int(inputs.n_y * inputs.n_x),
         "sampled_positions": int(n if inputs.sampled else 0),
         "sample_regions": int(inputs.regions if inputs.sampled else 0),
         "latent_spread": spread,
         "elapsed_s": float(elapsed),
-        "patches_per_s": float(n * epochs / elapsed),
+        "patches_per_s": float(n * int(config.epochs) / elapsed),
         "phyvae_dash_version": __version__,
         "torch_version": str(torch.__version__),
         "numpy_version": np.__version__,
@@ -625,9 +505,11 @@ def _fit(image, *, patch_size, stride, latent_dim, boundary_weight, model, trans
         "image_source": str(image.attrs.get("source", "")),
         "image_name": str(image.name or ""),
         "preprocessing": [str(p) for p in image.attrs.get("preprocessing", [])],
+        **config.to_attrs(),
     }
     if inputs.sampled:  # the sample is not the scan: reconstruct() then needs the image
         persist.register(model_id, net, config=net.config)
     else:
-        persist.register(model_id, net, inputs=data, grid_shape=(n_y, n_x), config=net.config)
+        persist.register(model_id, net, inputs=run.data, grid_shape=(inputs.gy, inputs.gx),
+                         config=net.config)
     return ds
