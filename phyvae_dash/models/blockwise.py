@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import xarray as xr
 
+from ..data.channels import channel_names
 from ..errors import SettingsError
-from .features import (_channel_names, _standard_channels, _window_mean, channel_scaling,
+from .features import (_standard_channels, _window_mean, channel_scaling,
                        patch_power, phase_channel_indices)
 
 __all__ = ["ScanStatistics", "scan_statistics", "statistics_from_sums", "block_inputs",
@@ -285,12 +286,12 @@ def scan_statistics(image: xr.DataArray, patch_size: int, stride: int, transform
     options = _check_options(transform, dict(options or {}))
     phases = phase_channel_indices(image)
     if transform == "spectrum":
-        stats = ScanStatistics(transform, None, {}, _channel_names(image), options=options)
+        stats = ScanStatistics(transform, None, {}, channel_names(image), options=options)
     else:
         normalization = options["normalization"] if transform == "patch" else "zscore"
         scaling = channel_scaling(as_dask_image(image), normalization)
         names = []
-        for i, name in enumerate(_channel_names(image)):
+        for i, name in enumerate(channel_names(image)):
             names += [f"{name}:cos", f"{name}:sin"] if i in phases else [name]
         stats = ScanStatistics(transform, scaling, phases, names, options=options)
     if transform == "patch":

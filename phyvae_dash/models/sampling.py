@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import xarray as xr
 
+from ..data.channels import channel_names
 from ..errors import SettingsError
 
 __all__ = ["TrainingInputs", "gather_inputs", "INPUT_BUDGET_BYTES", "REGION_SIDE"]
@@ -128,7 +129,7 @@ def _sampled(image, patch_size, stride, transform, sample_positions, seed) -> Tr
 
     from .blockwise import (ScanStatistics, _check_options, as_dask_image, block_inputs,
                             scan_statistics, statistics_from_sums, template)
-    from .features import TRANSFORMS, _channel_names, choose_transform, detect_lattice_period
+    from .features import TRANSFORMS, choose_transform, detect_lattice_period
 
     if transform not in TRANSFORMS:
         raise SettingsError(f"transform must be one of {TRANSFORMS}, not {transform!r}")
@@ -155,7 +156,7 @@ def _sampled(image, patch_size, stride, transform, sample_positions, seed) -> Tr
             period = detect_lattice_period(crop)
     _check_options(transform, {})
     if transform == "spectrum":
-        stats = ScanStatistics("spectrum", None, {}, _channel_names(image))
+        stats = ScanStatistics("spectrum", None, {}, channel_names(image))
     else:  # channel means and stds of the whole scan, in fixed chunks (see REDUCTION_CHUNKS)
         canonical = image.copy(data=as_dask_image(image).data.rechunk(
             (REDUCTION_CHUNKS, REDUCTION_CHUNKS) + ((-1,) if image.ndim == 3 else ())))
