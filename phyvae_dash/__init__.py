@@ -25,6 +25,7 @@ _LAZY = {
     "extract_patches": "phyvae_dash.data.patches",
     "normalize": "phyvae_dash.data.patches",
     "fit": "phyvae_dash.models.train",
+    "FitConfig": "phyvae_dash.models.config",
     "choose_settings": "phyvae_dash.models.auto",
     "open_result": "phyvae_dash.models.persist",
     "encode_many": "phyvae_dash.models.batch",
@@ -39,6 +40,7 @@ _SUBMODULES = {
     "datasets": "phyvae_dash.data.datasets",
     "preprocess": "phyvae_dash.data.preprocess",
     "metrics": "phyvae_dash.analysis.metrics",
+    "models": "phyvae_dash.models",
     "errors": "phyvae_dash.errors",
 }
 

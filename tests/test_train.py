@@ -250,3 +250,36 @@ def test_fits_running_at_once_are_independent():
         np.testing.assert_array_equal(a, b)
     assert not np.allclose(alone[0], alone[1])
     assert torch.get_num_threads() == threads_before
+
+
+def test_fit_config_is_stored_resolved_and_repeats_the_fit(tmp_path):
+    """attrs["fit_config"] holds every setting as used (automatic choices filled in); it
+    survives NetCDF, and fitting again with it gives the same maps."""
+    first = pvd.fit(halves(), epochs=3, device="cpu")
+    config = pvd.FitConfig.from_attrs(first.attrs)
+    assert config.patch_size == first.attrs["patch_size"] and config.latent_dim == first.attrs["latent_dim"]
+    assert not config.automatic and config.epochs == 3 and config.likelihood in ("bernoulli", "gaussian")
+    reopened = pvd.open_result(first.pvd.save(tmp_path / "r.nc"))
+    assert pvd.FitConfig.from_attrs(reopened.attrs) == config
+    again = pvd.fit(halves(), config)
+    np.testing.assert_array_equal(again.z_mean.values, first.z_mean.values)
+    assert "auto_reasons" not in again.attrs  # nothing left to choose
+
+
+def test_unknown_setting_names_the_known_ones():
+    with pytest.raises(SettingsError, match="patch_size"):
+        pvd.fit(halves(), patch_sise=8)
+
+
+def test_boundary_term_is_pluggable():
+    """A custom term replaces the TV prior; the loss history shows what it returned."""
+    calls = []
+
+    class Constant(pvd.models.losses.BoundaryTerm):
+        def __call__(self, nelbo, z_tiles, terms, weight):
+            calls.append(tuple(z_tiles.shape))
+            return nelbo.mean(), torch.full((), 0.25)
+
+    r = pvd.fit(halves(), boundary_term=Constant(), boundary_weight=1.0, **FAST)
+    assert calls and calls[0][1] == r.attrs["latent_dim"]
+    np.testing.assert_allclose(r.loss_boundary.values, 0.25)
