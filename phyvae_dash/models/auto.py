@@ -279,7 +279,7 @@ def choose_settings(image: xr.DataArray, *, patch_size="auto", stride="auto",
     Raises
     ------
     SettingsError
-        When the image is too small for any candidate patch size.
+        When the image is too small for any candidate patch size, or holds NaN/Inf.
 
     Examples
     --------
@@ -292,6 +292,8 @@ def choose_settings(image: xr.DataArray, *, patch_size="auto", stride="auto",
     'patch_size ...: lattice period 1...'
     """
     t0 = time.perf_counter()
+    if not np.all(np.isfinite(np.asarray(image.data, dtype=float))):
+        raise SettingsError("the image contains NaN or Inf; fill them first (load(..., fill_nan=...))")
     if patch_size is None:
         patch_size = "auto"
     if stride is None:
