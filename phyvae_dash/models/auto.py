@@ -41,7 +41,8 @@ import xarray as xr
 from threadpoolctl import threadpool_limits
 
 from ..errors import SettingsError
-from .features import _is_spectral, _standard_channels, detect_lattice_period, prepare_inputs
+from .features import (MIN_PERIODS_PER_PATCH, _is_spectral, _standard_channels,
+                       detect_lattice_period, prepare_inputs)
 
 __all__ = ["AutoSettings", "choose_settings", "estimate_noise", "smallest_image_side"]
 
@@ -216,7 +217,7 @@ def _trial_score(image: xr.DataArray, patch_size: int, transform: str, seed: int
 
 
 def _candidates(image, period, transform):
-    """``[(patch_size, transform, why)]`` to try."""
+    """``[(patch_size, transform, why)]`` to try, smallest patch first."""
     side = min(image.sizes["y"], image.sizes["x"])
     largest = side // PATCHES_PER_SIDE
     out = []
@@ -227,28 +228,27 @@ def _candidates(image, period, transform):
                 out.append((p, "fft+mean" if transform == "auto" else transform,
                             f"lattice period {period:.1f} px, {p / period:.1f} periods"))
         fallback = 2 * (largest // 2)
-        if not out and fallback >= 1.8 * period:
+        if not out and fallback >= MIN_PERIODS_PER_PATCH * period:
             # A long period in a small image: the largest patch that fits still holds
             # enough periods for |FFT| features.
             out.append((fallback, "fft+mean" if transform == "auto" else transform,
                         f"lattice period {period:.1f} px, {fallback / period:.1f} periods "
                         "(the largest patch the image allows)"))
-    # The free sizes are tried even when there is a lattice: a periodic signal need not
-    # be what tells the domains apart (a scan artefact in one channel of a PFM scan),
-    # and the trials decide. On a lattice only with |FFT| + mean inputs, though: raw
-    # patches of a lattice split cleanly by where the atoms sit in them, which is no
-    # domain at all.
+    # The free sizes are tried on a lattice image too: a periodic signal need not be
+    # what tells the domains apart (a scan artefact in the amplitude of a PFM scan, none
+    # in its phase; intensity steps between stripe variants), and the trials decide.
+    # Only with |FFT| + mean inputs, though: raw patches of a lattice split cleanly by
+    # where the atoms sit in them, which is no domain at all.
     free_transforms = ("patch", "fft+mean") if not period else ("fft+mean",)
-    if True:
-        for p in FREE_PATCH_SIZES:
-            if p > largest:
-                continue
-            for t in (free_transforms if transform == "auto" else (transform,)):
-                if t == "fft+mean" and p < 8:
-                    continue  # too few frequencies for a spectrum
-                if all((p, t) != c[:2] for c in out):
-                    out.append((p, t, None))
-    return out
+    for p in FREE_PATCH_SIZES:
+        if p > largest:
+            continue
+        for t in (free_transforms if transform == "auto" else (transform,)):
+            if t == "fft+mean" and p < 8:
+                continue  # too few frequencies for a spectrum
+            if all((p, t) != c[:2] for c in out):
+                out.append((p, t, None))
+    return sorted(out, key=lambda c: c[0])
 
 
 def choose_settings(image: xr.DataArray, *, patch_size="auto", stride="auto",
