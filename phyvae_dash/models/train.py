@@ -388,7 +388,7 @@ def fit(
     (('latent', 'y', 'x'), 3)
     >>> auto = fit(img, epochs=3, device="cpu")        # every setting from the image
     >>> auto.attrs["auto_reasons"][0]  # doctest: +ELLIPSIS
-    'patch_size ...: no lattice; cleanest 2-way split...'
+    'patch_size ...: ...cleanest 2-way split of the inputs among patches ...'
     """
     settings = {k: v for k, v in locals().items() if k not in ("image", "num_threads")}
     threads = torch.get_num_threads()
