@@ -78,7 +78,7 @@ def run_case(data: Path, label: str, file: str, channels, check, epochs=None, se
     t0 = time.perf_counter()
     result = pvd.fit(image, **settings, epochs=epochs, seed=seed)
     fit_s = time.perf_counter() - t0
-    labels = pvd.segment(result)
+    labels = pvd.segment(result, criterion="bic")
     walls = pvd.boundary_length(labels)
     row = {
         "data": label,

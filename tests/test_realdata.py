@@ -222,7 +222,7 @@ def test_pzt_domains_follow_the_phase_channel(shared_data):
     # 0.45 to 0.79 (seeds 0-3).
     both = _pfm_fit(shared_data / PZT, ["AmplitudeRetrace", "PhaseRetrace"], stride=8,
                     epochs=30)
-    labels = pvd.segment(both)  # number of domains by BIC
+    labels = pvd.segment(both, criterion="bic")  # number of domains by BIC
     _check_labels(labels, both, "µm")
     assert labels.attrs["n_domains"] >= 2
     agreement = rd.reference_agreement(labels, reference)
@@ -238,7 +238,7 @@ def test_pzt_domains_follow_the_phase_channel(shared_data):
     assert phase_ari >= 0.5  # 0.69-0.72 over seeds 0-3; patches blur the smallest islands
 
     amplitude = _pfm_fit(shared_data / PZT, ["AmplitudeRetrace"], stride=8)
-    amp = rd.reference_agreement(pvd.segment(amplitude), reference)
+    amp = rd.reference_agreement(pvd.segment(amplitude, criterion="bic"), reference)
     print(f"PZT amplitude only: {amp}")
     # |d33| is the same for up and down polarisation: amplitude alone cannot tell the
     # 180° domains apart, only their walls.
@@ -250,7 +250,7 @@ def test_single_frequency_pfm_domains_follow_the_phase(shared_data):
     reference = rd.phase_domains(pvd.load(shared_data / SINGLE_FREQ))
     assert 0.2 < reference.attrs["fraction_1"] <= 0.5  # two large domains
     result = _pfm_fit(shared_data / SINGLE_FREQ, ["AmplitudeRetrace", "PhaseRetrace"], stride=4)
-    labels = pvd.segment(result)
+    labels = pvd.segment(result, criterion="bic")
     _check_labels(labels, result, "µm")
     agreement = rd.reference_agreement(labels, reference)
     two = rd.reference_agreement(pvd.segment(result, n_domains=2, method="kmeans"), reference)
@@ -264,7 +264,7 @@ def test_pto_cross_hatch_gives_coherent_domains(shared_data):
     # The a/c cross-hatch is fine and noisy: a finer grid (stride 4) than for PZT.
     result = _pfm_fit(shared_data / PTO, ["AmplitudeRetrace", "PhaseRetrace"], stride=4)
     assert result.x.attrs["units"] == "µm"
-    labels = pvd.segment(result)
+    labels = pvd.segment(result, criterion="bic")
     _check_labels(labels, result, "µm", max_wall_ratio=0.6)
     assert labels.attrs["n_domains"] >= 2
     # a (in-plane) and c (out-of-plane) domains differ in vertical PFM amplitude: the
@@ -291,7 +291,7 @@ def test_bfo_conducting_walls_form_their_own_domain(shared_data):
     result = pvd.fit(image, **settings, epochs=20, seed=0, device="cpu")
     assert result.attrs["transform"] == "spectrum"
     assert result.x.attrs["units"] == "nm"
-    labels = pvd.segment(result)
+    labels = pvd.segment(result, criterion="bic")
     _check_labels(labels, result, "nm")
     current = image.mean(image.dims[2])  # mean log current of each position
     wall = rd.high_signal_domain(labels, current)
@@ -312,7 +312,7 @@ def test_mos2_stem_fit_in_nanometres(shared_data):
     assert result.attrs["transform"] in ("fft", "fft+mean")
     assert result.x.attrs["units"] == "nm"
     assert 0 < float(result.x.min()) < float(result.x.max()) < 7.0
-    labels = pvd.segment(result)
+    labels = pvd.segment(result, criterion="bic")
     _check_labels(labels, result, "nm")
     assert labels.attrs["n_domains"] >= 2
 

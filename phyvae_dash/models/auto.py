@@ -42,7 +42,8 @@ from threadpoolctl import threadpool_limits
 
 from ..errors import SettingsError
 from ..data.channels import is_spectral
-from .features import _standard_channels, detect_lattice_period, prepare_inputs
+from .features import (MIN_PERIODS_PER_PATCH, _standard_channels, detect_lattice_period,
+                       prepare_inputs)
 
 __all__ = ["AutoSettings", "choose_settings", "estimate_noise", "smallest_image_side"]
 
@@ -224,7 +225,7 @@ def _trial_score(image: xr.DataArray, patch_size: int, transform: str, seed: int
 
 
 def _candidates(image, period, transform):
-    """``[(patch_size, transform, why)]`` to try."""
+    """``[(patch_size, transform, why)]`` to try, smallest patch first."""
     side = min(image.sizes["y"], image.sizes["x"])
     largest = side // PATCHES_PER_SIDE
     out = []
@@ -235,28 +236,27 @@ def _candidates(image, period, transform):
                 out.append((p, "fft+mean" if transform == "auto" else transform,
                             f"lattice period {period:.1f} px, {p / period:.1f} periods"))
         fallback = 2 * (largest // 2)
-        if not out and fallback >= 1.8 * period:
+        if not out and fallback >= MIN_PERIODS_PER_PATCH * period:
             # A long period in a small image: the largest patch that fits still holds
             # enough periods for |FFT| features.
             out.append((fallback, "fft+mean" if transform == "auto" else transform,
                         f"lattice period {period:.1f} px, {fallback / period:.1f} periods "
                         "(the largest patch the image allows)"))
-    # The free sizes are tried even when there is a lattice: a periodic signal need not
-    # be what tells the domains apart (a scan artefact in one channel of a PFM scan),
-    # and the trials decide. On a lattice only with |FFT| + mean inputs, though: raw
-    # patches of a lattice split cleanly by where the atoms sit in them, which is no
-    # domain at all.
+    # The free sizes are tried on a lattice image too: a periodic signal need not be
+    # what tells the domains apart (a scan artefact in the amplitude of a PFM scan, none
+    # in its phase; intensity steps between stripe variants), and the trials decide.
+    # Only with |FFT| + mean inputs, though: raw patches of a lattice split cleanly by
+    # where the atoms sit in them, which is no domain at all.
     free_transforms = ("patch", "fft+mean") if not period else ("fft+mean",)
-    if True:
-        for p in FREE_PATCH_SIZES:
-            if p > largest:
-                continue
-            for t in (free_transforms if transform == "auto" else (transform,)):
-                if t == "fft+mean" and p < 8:
-                    continue  # too few frequencies for a spectrum
-                if all((p, t) != c[:2] for c in out):
-                    out.append((p, t, None))
-    return out
+    for p in FREE_PATCH_SIZES:
+        if p > largest:
+            continue
+        for t in (free_transforms if transform == "auto" else (transform,)):
+            if t == "fft+mean" and p < 8:
+                continue  # too few frequencies for a spectrum
+            if all((p, t) != c[:2] for c in out):
+                out.append((p, t, None))
+    return sorted(out, key=lambda c: c[0])
 
 
 def choose_settings(image: xr.DataArray, *, patch_size="auto", stride="auto",
@@ -287,7 +287,7 @@ def choose_settings(image: xr.DataArray, *, patch_size="auto", stride="auto",
     Raises
     ------
     SettingsError
-        When the image is too small for any candidate patch size.
+        When the image is too small for any candidate patch size, or holds NaN/Inf.
 
     Examples
     --------
@@ -300,6 +300,8 @@ def choose_settings(image: xr.DataArray, *, patch_size="auto", stride="auto",
     'patch_size ...: lattice period 1...'
     """
     t0 = time.perf_counter()
+    if not np.all(np.isfinite(np.asarray(image.data, dtype=float))):
+        raise SettingsError("the image contains NaN or Inf; fill them first (load(..., fill_nan=...))")
     if patch_size is None:
         patch_size = "auto"
     if stride is None:
