@@ -28,8 +28,8 @@ import torch
 import xarray as xr
 
 from ..errors import DataError, PhyvaeDashError
-from .encode import as_image, encode_all, encode_image, latent_dataset  # noqa: F401 (re-exported)
-from .weights import load_weights, model_from_bytes, save_weights, weights_to_bytes  # noqa: F401
+from .encode import as_image, encode_all, encode_image
+from .weights import load_weights, model_from_bytes, save_weights, weights_to_bytes  # noqa: F401 (re-exported)
 
 MAX_MODELS = 32
 #: attrs that are lists of strings, whatever their length (restored by `open_result`).
