@@ -222,6 +222,7 @@ def main():
     parser.add_argument("--sizes", type=int, nargs="+", default=[2048, 8192, 16384])
     parser.add_argument("--sections", nargs="+", default=["chain", "scaling", "chunked", "many"])
     parser.add_argument("--workdir", default=None, help="where the Zarr stores go (default: a temp dir)")
+    parser.add_argument("--scaling-size", type=int, default=8192, help="image side for 'scaling'")
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
     parser.add_argument("--chain-child", nargs=2, metavar=("STORE", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -235,7 +236,7 @@ def main():
     if "chain" in args.sections:
         section_chain(sizes, work)
     if "scaling" in args.sections:
-        section_scaling(work, 1024 if args.quick else 2048)
+        section_scaling(work, 1024 if args.quick else args.scaling_size)
     if "chunked" in args.sections:
         section_chunked(512 if args.quick else 1024)
     if "many" in args.sections:

@@ -29,8 +29,8 @@ import xarray as xr
 
 from ..data import attrs as attrs_codec
 from ..errors import DataError, PhyvaeDashError
-from .encode import as_image, encode_all, encode_image, latent_dataset, model_inputs  # noqa: F401 (re-exported)
-from .weights import load_weights, model_from_bytes, save_weights, weights_to_bytes  # noqa: F401
+from .encode import as_image, encode_all, encode_image, model_inputs
+from .weights import load_weights, model_from_bytes, save_weights, weights_to_bytes  # noqa: F401 (re-exported)
 
 MAX_MODELS = 32
 #: attrs that are lists of strings, whatever their length (restored by `open_result`).
