@@ -56,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--model", default="vae", help="model variant: vae, shift or rotation (default vae)")
     fit.add_argument("--transform", default="auto", help="input transform (default auto)")
     fit.add_argument("--channel", default=None, help="channel of a multi-channel file (name or position)")
+    fit.add_argument("--lazy", action="store_true",
+                     help="read the file chunk by chunk (for files larger than memory)")
     fit.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     fit.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     fit.add_argument("--n-domains", type=_int_or_auto, default=None,
@@ -105,7 +107,7 @@ def _fit(args) -> int:
     import phyvae_dash as pvd
     from phyvae_dash.models import persist
 
-    image = pvd.load(args.file, channel=_channel(args.channel))
+    image = pvd.load(args.file, channel=_channel(args.channel), lazy=args.lazy)
     bar = None
 
     def progress(p):

@@ -182,3 +182,17 @@ def test_scheduler_names_and_bad_scheduler():
         assert lazy.z_mean.compute().shape == result.z_mean.shape
     with pytest.raises(SettingsError, match="scheduler"):
         result.pvd.encode(image.chunk(16), scheduler="nonsense")
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("name", ["pfm/SingFreqPFM_0003.h5", "pfm/PZT_final0001.h5",
+                                  "spectral/bfo_iv_final.hf5", "formats/test_dm_image_um_unit.dm3"])
+def test_real_files_load_lazily_like_eagerly(shared_data, name):
+    eager = pvd.load(shared_data / name)
+    lazy = pvd.load(shared_data / name, lazy=True)
+    assert isinstance(lazy.data, da.Array)
+    assert lazy.dims == eager.dims and lazy.attrs == eager.attrs
+    for dim in eager.dims:
+        if dim in eager.coords:
+            np.testing.assert_array_equal(lazy[dim].values, eager[dim].values)
+    np.testing.assert_array_equal(lazy.values, eager.values)

@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -363,7 +363,9 @@ def _read_usid(path: Path, lazy: bool = False) -> list[_Channel]:
     import pyUSID
 
     channels = []
-    with h5py.File(path, "r") as h5:
+    # Lazily, pyUSID's dask arrays read from the open file: it stays open with them.
+    h5 = h5py.File(path, "r")
+    with nullcontext(h5) if lazy else h5:
         for h5_main in pyUSID.hdf_utils.get_all_main(h5):
             pos_labels = list(h5_main.pos_dim_labels)
             if len(pos_labels) != 2:

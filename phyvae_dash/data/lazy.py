@@ -44,8 +44,8 @@ def ensure_fits(nbytes: int, path) -> None:
     if nbytes > MEMORY_FRACTION * free:
         raise DataError(
             f"{path}: reading it into memory needs {nbytes / 1e9:.1f} GB, and only "
-            f"{free / 1e9:.1f} GB is free; load it with load(path, lazy=True) (chunks read "
-            "when needed; fit and encode then work block by block)")
+            f"{free / 1e9:.1f} GB is free; load it with load(path, lazy=True) (phyvae-dash "
+            "fit --lazy): chunks are read when needed, fit and encode work block by block")
 
 
 def file_size(path: Path) -> int:
