@@ -118,7 +118,8 @@ def test_chunked_encode_equals_in_memory_encode(small_blocks, transform, model, 
 def test_chunked_encode_multichannel_with_phase_and_spectra(small_blocks):
     pfm = pvd.synthetic.pfm_labyrinth(shape=(48, 48), seed=0).image
     spectra = xr.DataArray(np.random.default_rng(0).random((30, 26, 9)), dims=("y", "x", "energy"))
-    for image, patch, transform in ((pfm, 8, "patch"), (spectra, 3, "spectrum")):
+    cases = ((pfm, 8, "patch"), (pfm, 12, "fft+mean"), (spectra, 3, "spectrum"))
+    for image, patch, transform in cases:
         result = pvd.fit(image, patch_size=patch, stride=2, epochs=1, transform=transform)
         diff = result.pvd.encode(image.chunk(9)).z_mean - result.pvd.encode(image).z_mean
         assert float(abs(diff).max()) < 1e-5, transform

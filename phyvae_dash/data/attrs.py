@@ -3,7 +3,7 @@
 NetCDF stores str, numbers and 1-D arrays of one type. It has no bool, None, dict or
 empty list, and it gives a one-item list back as a scalar. `encode` writes attrs in
 those types and names the keys that held lists in ``attrs["list_attrs"]``; `decode`
-gives those keys back as lists, so a result read from disk has the attrs it had.
+gives those keys back as lists (bools come back as 0/1, None as "", dicts as JSON).
 
 Examples
 --------
@@ -55,7 +55,7 @@ def encode(attrs: dict) -> dict:
         elif isinstance(v, (list, tuple, np.ndarray)):
             lists.append(k)
             items = v.tolist() if isinstance(v, np.ndarray) else list(v)
-            v = [int(e) if isinstance(e, bool) else e for e in items]
+            v = [int(e) if isinstance(e, (bool, np.bool_)) else e for e in items]
             if not v:
                 v = ""
             elif not all(isinstance(e, (int, float, np.number)) for e in v):

@@ -327,6 +327,12 @@ def choose_settings(image: xr.DataArray, *, patch_size="auto", stride="auto",
                 reasons["transform"] = "spectral data: the spectrum at each position"
         else:
             candidates = _candidates(image, period, transform)
+            if not candidates:
+                ny, nx = image.sizes["y"], image.sizes["x"]
+                raise SettingsError(
+                    f"no patch size fits transform {transform!r} on this {ny} x {nx} image "
+                    f"(it needs {PATCHES_PER_SIDE} patches along the shorter side); use a larger "
+                    "image, transform='patch', or give patch_size")
             with threadpool_limits(limits=1):
                 for p, t, _ in candidates:
                     scores[f"{t}@{p}"] = _trial_score(image, p, t, seed)

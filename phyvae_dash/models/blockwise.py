@@ -166,7 +166,9 @@ def statistics_from_sums(stats: ScanStatistics, count: float, total: np.ndarray,
     mean = total / count
     var = np.maximum(squares / count - mean ** 2, 0.0)
     if stats.transform == "fft+mean":
-        n_fft = var.size - len(stats.scaling[0])
+        # One mean feature per input channel after the transform (a phase channel
+        # gives two: cos and sin), the rest are |FFT| bins.
+        n_fft = var.size - len(stats.channels)
         vf = var[:n_fft].sum() + 1e-12
         vm = var[n_fft:].sum() + 1e-12
         w = float(stats.options["mean_weight"])

@@ -131,7 +131,7 @@ class FitConfig:
         CPU threads for the fit (restored afterwards). ``None``: half the cores (at
         least 1). These small networks gain little from more intra-op threads, and on
         a busy machine (or with the dashboard serving from the same process)
-        oversubscribed threads slow training down by an order of magnitude.
+        oversubscribed threads slow training down badly.
     sample_positions : int, optional
         Train on a random sample of about this many scan positions, in contiguous
         regions read from the image's chunks (`sampling`). ``None``: every position
@@ -171,7 +171,10 @@ class FitConfig:
     sample_positions: int | None = None
 
     def __post_init__(self):
-        object.__setattr__(self, "boundary_ramp", tuple(float(v) for v in self.boundary_ramp))
+        ramp = self.boundary_ramp
+        if not (isinstance(ramp, (tuple, list, np.ndarray)) and len(ramp) == 2):
+            raise SettingsError(f"boundary_ramp must be (start, end), got {ramp!r}")
+        object.__setattr__(self, "boundary_ramp", tuple(float(v) for v in ramp))
         for name in ("patch_size", "stride"):
             value = getattr(self, name)
             if value is None:
@@ -195,10 +198,18 @@ class FitConfig:
         self._one_of("boundary_units", BOUNDARY_UNITS)
         self._one_of("precision", PRECISIONS)
         self._one_of("likelihood", LIKELIHOODS)
-        start, end = self.boundary_ramp if len(self.boundary_ramp) == 2 else (1, 0)
+        start, end = self.boundary_ramp
         if not 0 <= start <= end <= 1:
             raise SettingsError("boundary_ramp must be (start, end) with 0 <= start <= end <= 1, "
                                 f"got {self.boundary_ramp!r}")
+        for name in ("tile_size", "batch_size", "hidden", "map_every"):
+            if not _is_int(getattr(self, name)):
+                raise SettingsError(f"{name} must be an integer, got {getattr(self, name)!r}")
+        for name in ("lr", "beta", "kl_warmup", "angle_prior", "eps"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+                    and np.isfinite(value)):
+                raise SettingsError(f"{name} must be a finite number, got {value!r}")
         if self.tile_size < 2 or self.batch_size < 1:
             raise SettingsError(f"tile_size must be >= 2 and batch_size >= 1 "
                                 f"(got {self.tile_size}, {self.batch_size})")

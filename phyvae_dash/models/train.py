@@ -24,12 +24,13 @@ import torch
 import xarray as xr
 
 from .. import __version__
+from ..data.attrs import as_list
 from ..errors import FitCancelled, FitDiverged, SettingsError
 from . import persist
 from .auto import DEFAULT_BOUNDARY_WEIGHT, choose_settings
 from .config import FitConfig
 from .device import pick_device
-from .encode import as_image, encode_all, encode_chunked, latent_dataset
+from .encode import as_image, encode_all, encode_chunked, is_lazy, latent_dataset
 from .features import detect_lattice_period
 from .losses import BoundaryTerm, boundary_term_for
 from .registry import MODELS, build_model  # noqa: F401 (MODELS: the names fit takes)
@@ -148,16 +149,21 @@ def fit(image: xr.DataArray, config: FitConfig | None = None, *,
     ----------
     image : xarray.DataArray
         ``(y, x)``, ``(y, x, channel)`` or ``(y, x, spectrum)`` (a NumPy array is wrapped
-        with dims ``(y, x[, channel])``); dask-backed images are sampled (big data).
+        with dims ``(y, x[, channel])``: give a 3-D spectrum cube as a DataArray whose
+        third dim is not ``channel``). Images whose inputs exceed the sampling budget
+        (``FitConfig.sample_positions``) train on a sample of regions, read from dask
+        chunks when the image is lazy.
     config : FitConfig, optional
         All settings at once (e.g. ``FitConfig.from_attrs(other_result.attrs)`` to
         repeat a fit); keywords given as well override its values.
     **settings
         Any `FitConfig` field, each documented there: ``patch_size``, ``stride``,
         ``latent_dim``, ``boundary_weight``, ``model``, ``transform``, ``epochs``,
-        ``device``, ``seed`` and the training details. Left out, the first five and the
-        transform are chosen from the image (`auto.choose_settings`), each with its
-        reason in ``attrs["auto_reasons"]``; settings you give are never changed.
+        ``device``, ``seed`` and the training details. Left out, ``patch_size``,
+        ``stride``, ``latent_dim``, ``boundary_weight`` and ``transform`` are chosen from
+        the image (`auto.choose_settings`; a lazy image on its central crop), each with
+        its reason in ``attrs["auto_reasons"]``, and ``epochs`` from the number of
+        patches; settings you give are never changed.
     callback : callable, optional
         Called after every epoch with a `Progress`.
     cancel : object with ``is_set()``, optional
@@ -212,11 +218,11 @@ def fit(image: xr.DataArray, config: FitConfig | None = None, *,
     >>> auto.attrs["auto_reasons"][0].startswith(f"patch_size {auto.attrs['patch_size']}:")
     True
     """
-    try:
-        config = FitConfig(**settings) if config is None else config.replace(**settings)
-    except TypeError as exc:  # an unknown keyword
-        known = ", ".join(f.name for f in dataclasses.fields(FitConfig))
-        raise SettingsError(f"{exc}; fit takes {known}") from None
+    known = [f.name for f in dataclasses.fields(FitConfig)]
+    unknown = sorted(set(settings) - set(known))
+    if unknown:
+        raise SettingsError(f"fit got unknown settings {unknown}; it takes {', '.join(known)}")
+    config = FitConfig(**settings) if config is None else config.replace(**settings)
     num_threads = config.num_threads or max(1, (os.cpu_count() or 2) // 2)
     _enter_threads(int(num_threads))
     try:
@@ -229,7 +235,7 @@ def fit(image: xr.DataArray, config: FitConfig | None = None, *,
         result = _fit(image, config, callback, cancel, scheduler, boundary_term)
         if auto_attrs:
             if auto_attrs.pop("_transform_chosen", False):
-                result.attrs["transform_reason"] = auto_attrs["auto_reasons"][2]
+                result.attrs["transform_reason"] = auto_attrs.pop("_transform_reason")
             result.attrs["elapsed_s"] += auto_attrs["auto_elapsed_s"]
             result.attrs.update(auto_attrs)
         return result
@@ -263,8 +269,11 @@ def _automatic_settings(image, config: FitConfig) -> tuple[FitConfig, dict]:
     if not config.automatic:
         return config, {}
     tv = config.boundary_loss in ("tv", "anisotropic")
+    # A lazy (big) image is judged on its centre: the trials, the noise estimate and
+    # the lattice search would otherwise read the whole scan into memory.
+    judged = centre_crop(image) if is_lazy(image) else image
     choice = choose_settings(
-        image, patch_size=config.patch_size, stride=config.stride,
+        judged, patch_size=config.patch_size, stride=config.stride,
         transform=config.transform, latent_dim=config.latent_dim,
         boundary_weight=config.boundary_weight if tv else 0.0, seed=config.seed)
     chosen = choice.fit_kwargs()
@@ -272,6 +281,7 @@ def _automatic_settings(image, config: FitConfig) -> tuple[FitConfig, dict]:
         chosen["boundary_weight"] = config.boundary_weight
     attrs = choice.as_attrs()
     attrs["_transform_chosen"] = config.transform == "auto"
+    attrs["_transform_reason"] = choice.reasons.get("transform", "")
     return config.replace(**chosen), attrs
 
 
@@ -505,7 +515,7 @@ def _assemble(run: _Run, image, history: dict, scheduler, t0: float) -> xr.Datas
         "python_version": platform.python_version(),
         "image_source": str(image.attrs.get("source", "")),
         "image_name": str(image.name or ""),
-        "preprocessing": [str(p) for p in image.attrs.get("preprocessing", [])],
+        "preprocessing": [str(p) for p in as_list(image.attrs.get("preprocessing", []))],
         **config.to_attrs(),
     }
     if inputs.sampled:  # the sample is not the scan: reconstruct() then needs the image
