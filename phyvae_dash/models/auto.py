@@ -43,8 +43,9 @@ import xarray as xr
 from threadpoolctl import threadpool_limits
 
 from ..errors import SettingsError
-from .features import (_combine, _is_spectral, _patch_stack, _standard_channels, _window_mean,
-                       detect_lattice_period, fft_features, phase_channel_indices)
+from .features import (MIN_PERIODS_PER_PATCH, _combine, _is_spectral, _patch_stack,
+                       _standard_channels, _window_mean, detect_lattice_period, fft_features,
+                       phase_channel_indices)
 
 __all__ = ["AutoSettings", "choose_settings", "estimate_noise", "smallest_image_side"]
 
