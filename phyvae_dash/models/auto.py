@@ -13,7 +13,9 @@ characteristic lengths and runs a few cheap label-free trials:
 2. **Candidate sizes** from 4 to 32 px; without a lattice each is tried with raw patches
    (domains of different intensity or phase) and with ``"fft+mean"`` (textures that
    differ in correlation length or anisotropy have the same mean and differ only in
-   their power spectra).
+   their power spectra). A phase channel (PFM) without a lattice of its own means
+   180 degree domains defined by the phase value: raw patches only, and a lattice
+   found in another channel does not set the scale.
 3. **Trials**: every candidate's inputs, on a coarse grid of at most ~1600 patches, are
    projected on their two leading principal components and split in two by k-means;
    the candidate whose split is cleanest (highest mean silhouette) wins. Too small a
@@ -42,8 +44,9 @@ from threadpoolctl import threadpool_limits
 
 from ..errors import SettingsError
 from ..data.channels import is_spectral
-from .features import (MIN_PERIODS_PER_PATCH, _standard_channels, detect_lattice_period,
-                       prepare_inputs)
+from .features import (MIN_PERIODS_PER_PATCH, _combine, _patch_stack,
+                       _standard_channels, _window_mean, detect_lattice_period, fft_features,
+                       phase_channel_indices)
 
 __all__ = ["AutoSettings", "choose_settings", "estimate_noise", "smallest_image_side"]
 
@@ -200,21 +203,32 @@ def noise_aware_weight(snr: float) -> float:
                        * (NOISY_BOUNDARY_WEIGHT / DEFAULT_BOUNDARY_WEIGHT) ** t, 2))
 
 
-def _trial_score(image: xr.DataArray, patch_size: int, transform: str, seed: int) -> float:
-    """Silhouette of a 2-way k-means split of the inputs' two leading PCA scores."""
+def _trial_score(image: xr.DataArray, standard: np.ndarray, patch_size: int, transform: str,
+                 seed: int) -> float:
+    """Silhouette of a 2-way k-means split of the inputs' two leading PCA scores.
+
+    ``standard`` is the image as `features._standard_channels` gives it (computed once
+    for all trials); the inputs are those of ``prepare_inputs`` with its defaults.
+    """
     from sklearn.cluster import KMeans
     from sklearn.metrics import silhouette_score
 
     ny, nx = image.sizes["y"], image.sizes["x"]
     cells = (ny - patch_size + 1) * (nx - patch_size + 1)
     stride = max(1, math.ceil(math.sqrt(cells / TRIAL_CELLS)))
-    inputs = prepare_inputs(image, patch_size, stride, transform=transform)
-    data = inputs.data.reshape(-1, int(np.prod(inputs.feature_shape))).astype(np.float64)
+    patches, _, _ = _patch_stack(standard, image, patch_size, stride)
+    if transform == "patch":
+        data = np.asarray(patches)
+    else:
+        data = _combine(fft_features(patches), _window_mean(patches), 0.25, "balanced")
+    data = data.reshape(data.shape[0] * data.shape[1], -1).astype(np.float64)
     data -= data.mean(axis=0)
     if len(data) < 8:
         return -1.0
-    _, _, vt = np.linalg.svd(data, full_matrices=False)
-    scores = data @ vt[:2].T
+    from sklearn.utils.extmath import randomized_svd
+
+    _, _, vt = randomized_svd(data, 2, random_state=seed)
+    scores = data @ vt.T
     if not np.isfinite(scores).all() or scores.std() == 0:
         return -1.0
     labels = KMeans(2, n_init=3, random_state=seed).fit_predict(scores)
@@ -311,6 +325,19 @@ def choose_settings(image: xr.DataArray, *, patch_size="auto", stride="auto",
     scores: dict[str, float] = {}
     spectral = is_spectral(image)
     period = None if spectral else detect_lattice_period(image)
+    phase_domains = False
+    phases = {} if spectral else phase_channel_indices(image)
+    if phases:
+        # Phase channels (PFM) define 180 degree domains by their value. When the phase
+        # itself shows no lattice, a periodic signal elsewhere (scan artefacts in the
+        # amplitude) does not set the scale, and raw patches (cos/sin) are the input.
+        index = sorted(phases)
+        phase_only = image.isel({image.dims[2]: index})
+        units = image.attrs.get("channel_units")
+        if isinstance(units, (list, tuple)) and len(units) == image.sizes[image.dims[2]]:
+            phase_only.attrs["channel_units"] = [units[i] for i in index]
+        if detect_lattice_period(phase_only) is None:
+            period, phase_domains = None, True
 
     if patch_size == "auto":
         if min(ny, nx) < smallest_image_side():
@@ -326,16 +353,18 @@ def choose_settings(image: xr.DataArray, *, patch_size="auto", stride="auto",
                 transform = "spectrum"
                 reasons["transform"] = "spectral data: the spectrum at each position"
         else:
-            candidates = _candidates(image, period, transform)
+            candidates = _candidates(image, period,
+                                     "patch" if phase_domains and transform == "auto" else transform)
             if not candidates:
                 ny, nx = image.sizes["y"], image.sizes["x"]
                 raise SettingsError(
                     f"no patch size fits transform {transform!r} on this {ny} x {nx} image "
                     f"(it needs {PATCHES_PER_SIDE} patches along the shorter side); use a larger "
                     "image, transform='patch', or give patch_size")
+            standard, _ = _standard_channels(image, "zscore")
             with threadpool_limits(limits=1):
                 for p, t, _ in candidates:
-                    scores[f"{t}@{p}"] = _trial_score(image, p, t, seed)
+                    scores[f"{t}@{p}"] = _trial_score(image, standard, p, t, seed)
             best = max(scores.values())
             chosen = next(c for c in candidates
                           if scores[f"{c[1]}@{c[0]}"] >= best - SCORE_TOLERANCE)
@@ -353,6 +382,9 @@ def choose_settings(image: xr.DataArray, *, patch_size="auto", stride="auto",
                 if period:
                     reasons["transform"] = (f"lattice (period {period:.1f} px): |FFT| sees "
                                             "the lattice, the patch mean sees intensity domains")
+                elif phase_domains:
+                    reasons["transform"] = ("phase channel without a lattice: domains are "
+                                            "phase levels, raw patches (phase as cos/sin)")
                 elif transform == "fft+mean":
                     reasons["transform"] = ("no lattice; |FFT| + mean split the image more "
                                             "cleanly than raw patches (texture domains)")
