@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +40,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import DataError
+from . import fourd
 
 __all__ = ["load", "list_channels", "FILL_NAN_METHODS", "SUPPORTED_EXTENSIONS"]
 
@@ -142,6 +144,10 @@ def load(path, channel=None, *, fill_nan=None, **reader_options) -> xr.DataArray
     (('y', 'x'), (32, 48), 'px')
     """
     path = Path(path)
+    diffraction = fourd.read_4d(path, **reader_options)  # None: not 4D-STEM
+    if diffraction is not None:
+        return diffraction
+    reader_options = {k: v for k, v in reader_options.items() if k not in fourd.READER_OPTIONS}
     channels, fmt = _read_channels(path, reader_options)
     channels = _select(channels, channel, path)
     image = _assemble(channels, path, fmt)
@@ -425,7 +431,10 @@ def _read_rsciio(path: Path, plugin: str, **options) -> list[_Channel]:
             order = [i for i, n in enumerate(nav) if n] + [signal_axis]
             data = np.transpose(data, order)
             calibrated = [calibrated[i] for i in order]
-            dims = ["y", "x", _safe_dim_name(calibrated[2][0] or "spectral")]
+            # EELS/EDS energy axes are "energy" (eV) whatever the file calls them.
+            is_energy = calibrated[2][2]["units"] in ("eV", "keV")
+            dims = ["y", "x", "energy" if is_energy else
+                    _safe_dim_name(calibrated[2][0] or "spectral")]
         else:
             raise DataError(
                 f"{path}: signal '{title}' has shape {data.shape}; load() reads 2-D images "
@@ -435,8 +444,10 @@ def _read_rsciio(path: Path, plugin: str, **options) -> list[_Channel]:
         for d, size in zip(dims, data.shape):  # a file without axis information
             coords.setdefault(d, (np.arange(size, dtype=float), {"units": "px"}))
         metadata = {"title": title, "original_metadata": signal.get("original_metadata", {})}
+        signal_type = str(signal.get("metadata", {}).get("Signal", {}).get("signal_type", ""))
         channels.append(_Channel(title, data, coords, units, metadata,
-                                 dims[2] if data.ndim == 3 else None))
+                                 dims[2] if data.ndim == 3 else None,
+                                 attrs={"signal_type": signal_type} if signal_type else {}))
     if not channels:
         raise DataError(f"{path}: holds no image (no signal with two or more dims)")
     return channels
@@ -562,6 +573,10 @@ def _channels_from_array(data, path, dims=None, name="image", names=None) -> lis
             data, dims = np.moveaxis(data, 0, -1), ("y", "x", "channel")
         else:
             dims = ("y", "x", "spectral")
+        assumed = (f"{path}: read the 3-D array of shape {data.shape} as {dims}; if it is a "
+                   "tilt or time series (frame, y, x), load one frame instead, or pass "
+                   "dims=(...) to say how its axes are laid out")
+        warnings.warn(assumed, UserWarning, stacklevel=5)
     dims = tuple(dims or ("y", "x"))
     if len(dims) != data.ndim or dims[:2] != ("y", "x"):
         raise DataError(f"{path}: dims {dims} do not fit an array of shape {data.shape}; "

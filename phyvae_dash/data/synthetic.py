@@ -39,6 +39,7 @@ import numpy as np
 import xarray as xr
 from scipy import ndimage
 
+from . import synthetic_spectral
 from ..errors import SettingsError
 
 __all__ = [
@@ -962,7 +963,9 @@ def make(kind, **kwargs) -> xr.Dataset:
     >>> ds.attrs["kind"], ds.image.shape
     ('nio_lsmo', (64, 64))
     """
-    builder = _BUILDERS.get(kind) or {f.__name__: f for f in _BUILDERS.values()}.get(kind)
+    builder = _BUILDERS.get(kind) or {f.__name__: f for f in _BUILDERS.values()}.get(kind) \
+        or synthetic_spectral.BUILDERS.get(kind)  # 4D-STEM and EELS phantoms
     if builder is None:
-        raise SettingsError(f"unknown phantom kind {kind!r}; choose one of {', '.join(KINDS)}")
+        raise SettingsError(f"unknown phantom kind {kind!r}; choose one of "
+                            f"{', '.join((*KINDS, *synthetic_spectral.KINDS))}")
     return builder(**kwargs)

@@ -193,8 +193,11 @@ def _as_image(image) -> xr.DataArray:
         image = xr.DataArray(image, dims=dims)
     if not isinstance(image, xr.DataArray):
         raise SettingsError(f"image must be an xarray.DataArray, got {type(image).__name__}")
+    if image.ndim == 4 and image.dims == ("y", "x", "ky", "kx"):
+        return image  # 4D-STEM: a diffraction pattern per scan position
     if image.ndim not in (2, 3) or image.dims[:2] != ("y", "x"):
-        raise SettingsError(f"image must have dims ('y', 'x'[, channel]), got {image.dims}")
+        raise SettingsError(f"image must have dims ('y', 'x'[, channel]) or ('y', 'x', 'ky', "
+                            f"'kx'), got {image.dims}")
     return image
 
 
@@ -202,8 +205,10 @@ def _check_settings(image, patch_size, stride, latent_dim, boundary_weight, mode
                     epochs, boundary_loss_kind, tile_size, batch_size, boundary_scale,
                     boundary_units="prior", boundary_ramp=(0.0, 0.0)):
     ny, nx = image.sizes["y"], image.sizes["x"]
-    if not isinstance(patch_size, (int, np.integer)) or patch_size < 2:
-        raise SettingsError(f"patch_size must be an integer >= 2, got {patch_size!r}")
+    # A pattern or a spectrum is an input on its own: one scan position is enough.
+    smallest = 1 if image.ndim == 4 or (image.ndim == 3 and image.dims[2] != "channel") else 2
+    if not isinstance(patch_size, (int, np.integer)) or patch_size < smallest:
+        raise SettingsError(f"patch_size must be an integer >= {smallest}, got {patch_size!r}")
     if patch_size > min(ny, nx):
         raise SettingsError(f"patch_size {patch_size} is larger than the image ({ny} x {nx} pixels)")
     if not isinstance(stride, (int, np.integer)) or stride < 1:
@@ -408,7 +413,8 @@ def _fit(image, *, patch_size, stride, latent_dim, boundary_weight, model, trans
                     tuple(boundary_ramp))
     if boundary_weight is None:
         boundary_weight = DEFAULT_REFERENCE_WEIGHT if boundary_loss == "reference" else DEFAULT_BOUNDARY_WEIGHT
-    if not np.all(np.isfinite(np.asarray(image.data, dtype=float))):
+    # 4D-STEM data may be dask-backed and larger than memory: its features are checked.
+    if image.ndim != 4 and not np.all(np.isfinite(np.asarray(image.data, dtype=float))):
         raise SettingsError("the image contains NaN or Inf; fill them first (load(..., fill_nan=...))")
     dev = pick_device(device)
 
