@@ -70,6 +70,12 @@ MIN_PERIODS_PER_PATCH = 1.8
 #: Shortest period (px) taken for a lattice by `detect_lattice_period`.
 MIN_LATTICE_PERIOD_PX = 3.0
 
+#: ``"eels"`` inputs are projected on this many leading principal components: most
+#: energy channels hold only counting noise, and at low dose the VAE fed every channel
+#: misses the phases that PCA+GMM on the same inputs finds (README, 4D-STEM and EELS).
+#: The 4D-STEM profiles are not projected: there the projection loses.
+EELS_COMPONENTS = 8
+
 #: Largest number of FFT features per channel; bigger patches get their power
 #: spectrum average-pooled down to this size.
 MAX_FFT_FEATURES = 600
@@ -573,7 +579,8 @@ def prepare_inputs(image: xr.DataArray, patch_size: int, stride: int = 1,
         Floor of the log power, as a fraction of the mean power.
     components : int, optional
         ``"fft"``/``"fft+mean"``: project the vectors on their leading principal
-        components (denoising: most |FFT| bins hold only noise).
+        components (denoising: most |FFT| bins hold only noise). ``"eels"``: the
+        same, default `EELS_COMPONENTS`.
 
     Returns
     -------
@@ -627,6 +634,10 @@ def prepare_inputs(image: xr.DataArray, patch_size: int, stride: int = 1,
                                 f"dims {image.dims}")
         data, eels_options = features_eels.eels_features(image, patch_size=patch_size,
                                                          stride=stride)
+        k = int(components or EELS_COMPONENTS)
+        if data.shape[-1] > k:
+            data = _project(data, k)
+        eels_options["components"] = k
         y, x = features_4d.scan_centres(image, patch_size, stride)
         return Inputs(data, y, x, "eels", reason, None, ["eels"], {**options, **eels_options})
     if transform == "spectrum":

@@ -52,6 +52,9 @@ TRANSFORMS_4D = ("pattern", "profiles", "profiles_invariant", "virtual")
 #: Brightest pixels outside the bright-field disk over their median (in a sample of
 #: patterns, lightly blurred) that count as Bragg disks for ``"auto"``.
 BRAGG_PEAK_RATIO = 4.0
+#: Detector values per dask block of the feature computation (2 M: 128 patterns of
+#: 128 x 128 pixels).
+BLOCK_VALUES = 2 ** 21
 
 
 def pattern_geometry(data: xr.DataArray, max_positions: int = 1024) -> dict:
@@ -167,11 +170,14 @@ def features_4d(data: xr.DataArray, transform: str = "profiles", *, patch_size: 
         raise SettingsError(f"patch_size and stride must be integers >= 1, got {patch_size}, {stride}")
     geometry = geometry or pattern_geometry(data)
     nky, nkx = data.sizes["ky"], data.sizes["kx"]
+    # Blocks of about BLOCK_VALUES detector values: a block's intermediate arrays (a
+    # handful of its size, float64) stay in the 100 MB range per worker thread.
+    cols = int(min(data.sizes["x"], max(1, BLOCK_VALUES // (nky * nkx))))
+    rows = int(min(data.sizes["y"], max(1, BLOCK_VALUES // (cols * nky * nkx))))
     array = data.data
     if not hasattr(array, "map_blocks"):
-        rows = max(1, int(2 ** 25 // max(1, data.sizes["x"] * nky * nkx)))  # ~32 M values a block
-        array = dsa.from_array(array, chunks=(rows, -1, -1, -1))
-    array = array.rechunk({2: -1, 3: -1})
+        array = dsa.from_array(array, chunks=(rows, cols, -1, -1))
+    array = array.rechunk((rows, cols, -1, -1))
     options = {"transform": transform, "patch_size": int(patch_size), "stride": int(stride),
                "bf_radius_px": geometry["bf_radius"], "centre_px": list(geometry["centre"]),
                "bragg_peak_ratio": geometry["peak_ratio"]}
