@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -236,7 +237,10 @@ def _read_zarr_4d(path, dims, variable, lazy, chunks):
     import zarr
 
     try:
-        ds = xr.open_zarr(path, chunks=chunks if lazy else None)
+        with warnings.catch_warnings():
+            # Stores written without consolidated metadata are read all the same.
+            warnings.filterwarnings("ignore", message=".*consolidated metadata.*")
+            ds = xr.open_zarr(path, chunks=chunks if lazy else None)
     except Exception:  # a bare Zarr array, not an xarray store
         ds = None
     if ds is not None and ds.data_vars:

@@ -645,6 +645,10 @@ def prepare_inputs(image: xr.DataArray, patch_size: int, stride: int = 1,
         names = _channel_names(image)
         coords = {d: image[d] for d in ("y", "x") if d in image.coords}
         da = xr.DataArray(a, dims=image.dims, coords=coords)
+        if patch_size == 1:  # each position's own spectrum, every stride-th position
+            data = a[::stride, ::stride]
+            y, x = features_4d.scan_centres(image, 1, stride)
+            return Inputs(_centre_scale(data), y, x, "spectrum", reason, None, names, options)
         patches = extract_patches(da, patch_size, stride)
         window = np.asarray(patches.data)  # (n_y, n_x, p, p, S)
         if neighbourhood == "patch":

@@ -283,9 +283,12 @@ def fit(
     ----------
     image : xarray.DataArray
         ``(y, x)``, ``(y, x, channel)`` or ``(y, x, spectrum)`` (a NumPy array is wrapped
-        with dims ``(y, x[, channel])``).
+        with dims ``(y, x[, channel])``), or 4D-STEM ``(y, x, ky, kx)`` (numpy- or
+        dask-backed; see ``features_4d``).
     patch_size, stride : int
         Square patches of ``patch_size`` pixels around scan positions ``stride`` apart.
+        For 4D-STEM and spectra, ``patch_size=1, stride=1`` gives every scan position
+        its own input; larger values average neighbouring positions.
     latent_dim : int
         Number of content latents (the maps in ``z_mean``).
     boundary_weight : float, optional
