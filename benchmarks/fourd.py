@@ -37,7 +37,8 @@ Tables (printed with ``DataFrame.to_markdown``):
 Usage::
 
     python benchmarks/fourd.py [--quick] [--doses 2000,200,100,60] [--seeds 0]
-                               [--big-scan 256] [--no-big] [--no-eels]
+                               [--big-scan 128,256] [--no-big] [--no-eels] [--no-4d]
+                               [--no-throughput]
 
 ``--quick`` runs one dose per table, 1 seed and a 64 x 64 big-data scan.
 """
@@ -282,10 +283,12 @@ def main(argv=None):
     parser.add_argument("--doses", default="2000,200,100,60")
     parser.add_argument("--eels-doses", default="400,40,20")
     parser.add_argument("--seeds", default="0")
-    parser.add_argument("--big-scan", type=int, default=256)
+    parser.add_argument("--big-scan", default="256",
+                        help="scan sizes of the big-data table, comma-separated (e.g. 128,256)")
     parser.add_argument("--no-big", action="store_true")
     parser.add_argument("--no-eels", action="store_true")
     parser.add_argument("--no-4d", action="store_true", help="skip the 4D-STEM table")
+    parser.add_argument("--no-throughput", action="store_true")
     parser.add_argument("--measure-big", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.measure_big:
@@ -294,26 +297,28 @@ def main(argv=None):
     doses = [float(d) for d in args.doses.split(",")]
     eels_doses = [float(d) for d in args.eels_doses.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
-    big_scan = args.big_scan
+    big_scans = [int(v) for v in str(args.big_scan).split(",")]
     if args.quick:
-        doses, eels_doses, seeds, big_scan = doses[:1], eels_doses[:1], seeds[:1], 64
+        doses, eels_doses, seeds, big_scans = doses[:1], eels_doses[:1], seeds[:1], [64]
     if not args.no_4d:
         table, results = fourd_table(doses, seeds, args.quick)
         print("\n## 4D-STEM phantom (64 x 64 scan, 64 x 64 detector, 4 grains): ARI\n")
         print(table.to_markdown(index=False, floatfmt=".3f"))
         ds, result = results[doses[0]]
-    else:
+    elif not args.no_throughput:
         ds = synthetic_spectral.diffraction_grains(scan_shape=(64, 64), detector=64,
                                                    dose=doses[0], seed=seeds[0])
         result = pvd.fit(ds.image, patch_size=1, stride=1, seed=seeds[0])
     if not args.no_eels:
         print("\n## EELS phantom (64 x 64 x 256, 3 phases): ARI\n")
         print(eels_table(eels_doses, seeds).to_markdown(index=False, floatfmt=".3f"))
-    print("\n## Throughput (CPU)\n")
-    print(throughput_table(ds, result).to_markdown(index=False, floatfmt=".0f"))
+    if not args.no_throughput:
+        print("\n## Throughput (CPU)\n")
+        print(throughput_table(ds, result).to_markdown(index=False, floatfmt=".0f"))
     if not args.no_big:
-        print(f"\n## Dask-backed {big_scan} x {big_scan} x 128 x 128 uint16 from Zarr\n")
-        print(big_table(big_scan).to_markdown(index=False, floatfmt=".1f"))
+        print("\n## Dask-backed (scan x scan x 128 x 128) uint16 from Zarr\n")
+        table = pd.concat([big_table(scan) for scan in big_scans], ignore_index=True)
+        print(table.to_markdown(index=False, floatfmt=".1f"))
 
 
 if __name__ == "__main__":

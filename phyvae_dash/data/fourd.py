@@ -323,8 +323,6 @@ def _read_emd1(path, lazy):
             coords[dim] = (values, units)
         metadata = {"group": group.name, "emd_version": "1.0",
                     **{k: _text(v) for k, v in group.attrs.items()}}
-    if coords["ky"][1] in ("px", "pixels") and "Q_pixel_units" in metadata:
-        pass  # older py4DSTEM kept the calibration in attrs; its dims then say pixels
     return data, coords, "EMD 1.0 (py4DSTEM)", metadata
 
 
@@ -513,7 +511,7 @@ def virtual_image(data: xr.DataArray, detector: str = "adf", inner=None, outer=N
         raise SettingsError(f"virtual detector radii must satisfy 0 <= inner < outer, got "
                             f"inner={inner}, outer={outer}")
     mask = xr.DataArray(((rr >= inner) & (rr < outer)).astype(np.float32), dims=("ky", "kx"))
-    image = xr.dot(data.astype(np.float32), mask, dim=("ky", "kx"))
+    image = xr.dot(_small_blocks(data).astype(np.float32), mask, dim=("ky", "kx"))
     image.name = f"{detector}"
     image.attrs = {"detector": detector, "inner": inner, "outer": outer,
                    "centre": [float(c) for c in centre], "units": str(data.kx.attrs.get("units", "px")),
@@ -580,10 +578,21 @@ def selection_mean(data: xr.DataArray, mask) -> xr.DataArray:
     return out
 
 
-def _mean_pattern(data: xr.DataArray, max_positions: int = 4096) -> xr.DataArray:
+def _small_blocks(data: xr.DataArray, values: int = 2 ** 21) -> xr.DataArray:
+    """Dask-backed data rechunked to blocks of about ``values`` detector values, so that
+    the float copies made while reducing a block stay small; numpy data as it is."""
+    if not hasattr(data.data, "dask"):
+        return data
+    per_pattern = data.sizes["ky"] * data.sizes["kx"]
+    cols = int(min(data.sizes["x"], max(1, values // per_pattern)))
+    rows = int(min(data.sizes["y"], max(1, values // (cols * per_pattern))))
+    return data.chunk({"y": rows, "x": cols, "ky": -1, "kx": -1})
+
+
+def _mean_pattern(data: xr.DataArray, max_positions: int = 1024) -> xr.DataArray:
     """Mean pattern over (a regular subsample of) the scan positions."""
     step = max(1, int(math.ceil(math.sqrt(data.sizes["y"] * data.sizes["x"] / max_positions))))
-    mean = data[::step, ::step].astype(np.float64).mean(("y", "x"))
+    mean = _small_blocks(data)[::step, ::step].astype(np.float64).mean(("y", "x"))
     return mean.compute() if hasattr(mean.data, "compute") else mean
 
 

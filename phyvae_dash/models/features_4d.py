@@ -57,7 +57,7 @@ BRAGG_PEAK_RATIO = 4.0
 BLOCK_VALUES = 2 ** 21
 
 
-def pattern_geometry(data: xr.DataArray, max_positions: int = 1024) -> dict:
+def pattern_geometry(data: xr.DataArray, max_positions: int = 256) -> dict:
     """Centre (pixels) and bright-field radius (pixels) of the mean pattern.
 
     Examples
