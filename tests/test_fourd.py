@@ -262,3 +262,14 @@ def test_viewer_numerics():
         fourd.virtual_image(ds.image, "annular")
     with pytest.raises(DataError, match="no scan positions"):
         fourd.selection_mean(ds.image, np.zeros((8, 8), bool))
+
+
+@pytest.mark.realdata
+def test_real_dm3_image_and_spectral_map_are_not_taken_for_4d_or_eels(shared_data):
+    """A 2-D DM image stays an image; a real I-V map (sqrt E axis) is spectral, not EELS."""
+    image = load(shared_data / "formats" / "test_dm_image_um_unit.dm3")
+    assert image.dims == ("y", "x") and image.x.attrs["units"] == "µm"
+    assert fourd.read_4d(shared_data / "formats" / "test_dm_image_um_unit.dm3") is None
+    spectral = load(shared_data / "spectral" / "bfo_iv_final.hf5")
+    assert spectral.ndim == 3 and not features_eels.is_eels(spectral)
+    assert prepare_inputs(spectral, 1, 1).transform == "spectrum"
