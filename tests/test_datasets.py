@@ -4,6 +4,7 @@ import hashlib
 import pooch
 import pytest
 
+from phyvae_dash.data import synthetic_spectral
 from phyvae_dash.data import datasets
 from phyvae_dash.errors import DataError
 
@@ -38,7 +39,8 @@ def test_list_datasets_has_phantoms_and_real_files():
 def test_phantom_names_match_synthetic_kinds():
     from phyvae_dash.data import synthetic
 
-    assert tuple(datasets.list_datasets("phantom")) == tuple(synthetic.KINDS)
+    assert tuple(datasets.list_datasets("phantom")) == (*synthetic.KINDS,
+                                                         *synthetic_spectral.KINDS)
 
 
 def test_phantoms_load_by_name_and_are_deterministic():

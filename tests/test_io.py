@@ -256,7 +256,7 @@ def test_pickled_npy_refused(tmp_path):
         load(tmp_path / "obj.npy")
 
 
-@pytest.mark.parametrize("shape", [(10,), (2, 3, 4, 5)])
+@pytest.mark.parametrize("shape", [(10,), (2, 3, 4, 5, 6)])  # 4-D is 4D-STEM (test_fourd)
 def test_wrong_dimensionality(tmp_path, shape):
     np.save(tmp_path / "w.npy", np.ones(shape))
     with pytest.raises(DataError, match="wrong dimensionality"):
@@ -380,10 +380,10 @@ def test_rosettasciio_hspy_image_and_spectrum_image(tmp_path):
          "navigate": False},
     ], "EELS"))
     spectrum_image = load(tmp_path / "eels.hspy")
-    assert spectrum_image.dims == ("y", "x", "Energy_loss")
+    assert spectrum_image.dims == ("y", "x", "energy")  # energy axes are "energy", in eV
     assert spectrum_image.x.attrs["units"] == "µm"
-    assert spectrum_image.Energy_loss.attrs["units"] == "eV"
-    np.testing.assert_allclose(spectrum_image.Energy_loss.values[:2], [400.0, 400.1])
+    assert spectrum_image.energy.attrs["units"] == "eV"
+    np.testing.assert_allclose(spectrum_image.energy.values[:2], [400.0, 400.1])
 
 
 def test_fill_nan_refuses_an_all_nan_channel(tmp_path):

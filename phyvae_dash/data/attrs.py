@@ -16,14 +16,17 @@ Examples
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import numpy as np
 
-__all__ = ["as_list", "encode", "decode", "LIST_KEYS"]
+__all__ = ["as_list", "encode", "decode", "LIST_KEYS", "metadata_summary", "flatten_metadata"]
 
 #: The attr naming the keys that held lists.
 LIST_KEYS = "list_attrs"
+#: Most entries of a file's metadata kept in ``attrs["metadata"]``.
+MAX_METADATA_ENTRIES = 40
 
 
 def as_list(value) -> list:
@@ -78,3 +81,34 @@ def decode(attrs: dict) -> dict:
         if key in out:
             out[key] = as_list(out[key])
     return out
+
+
+def flatten_metadata(tree, prefix="") -> dict:
+    """A nested metadata tree as one level of dotted keys ({"a": {"b": 1}} -> {"a.b": 1})."""
+    flat = {}
+    for key, value in (tree.items() if isinstance(tree, dict) else []):
+        full = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten_metadata(value, full + "."))
+        else:
+            flat[full] = value
+    return flat
+
+
+def metadata_summary(metadata: dict) -> str:
+    """A short JSON summary of the original metadata: scalars only, so NetCDF stores it."""
+    flat, kept = flatten_metadata(metadata), {}
+    for key, value in flat.items():
+        if isinstance(value, bytes):
+            value = value.decode(errors="replace")
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, float) and not math.isfinite(value):
+            continue
+        if isinstance(value, (bool, int, float)) or (isinstance(value, str) and len(value) <= 200):
+            kept[key] = value
+        if len(kept) >= MAX_METADATA_ENTRIES:
+            break
+    if len(flat) > len(kept):
+        kept["entries_in_file"] = len(flat)
+    return json.dumps(kept, ensure_ascii=False)

@@ -72,6 +72,10 @@ _PHANTOMS = {p.name: p for p in (
              "in a perovskite matrix; labels are the phases."),
     _Phantom("pfm_labyrinth", "Synthetic PFM-like 180 degree labyrinth domains with "
              "amplitude (dark walls) and phase channels; labels are up/down."),
+    _Phantom("diffraction_grains", "Synthetic 4D-STEM: grains of two phases at several "
+             "orientations, a diffraction pattern per scan position; labels are the grains."),
+    _Phantom("eels_phases", "Synthetic EELS spectrum image: three chemical phases on a "
+             "power-law background; labels are the phases."),
 )}
 
 _REAL = {r.name: r for r in (
@@ -193,7 +197,7 @@ def list_datasets(kind: str | None = None) -> list[str]:
     Examples
     --------
     >>> list_datasets("phantom")
-    ['graphene_grains', 'bfo_stripes', 'nio_lsmo', 'pfm_labyrinth']
+    ['graphene_grains', 'bfo_stripes', 'nio_lsmo', 'pfm_labyrinth', 'diffraction_grains', 'eels_phases']
     """
     if kind not in (None, "phantom", "real"):
         raise SettingsError(f"kind must be 'phantom', 'real' or None, not {kind!r}")

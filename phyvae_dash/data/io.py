@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,8 @@ import numpy as np
 import xarray as xr
 
 from ..errors import DataError, SettingsError
+from . import fourd
+from .attrs import flatten_metadata, metadata_summary
 from .lazy import H5Array, as_lazy, ensure_fits, file_size
 from .units import clean_units, is_length, readable_length
 
@@ -72,7 +75,6 @@ _UNSUPPORTED_HINTS = {
     ".sxm": "Nanonis .sxm is not read by rosettasciio; export the scan to HDF5 or TIFF",
 }
 
-_MAX_METADATA_ENTRIES = 40
 
 
 @dataclass
@@ -155,6 +157,11 @@ def load(path, channel=None, *, fill_nan=None, lazy: bool = False, chunks=None,
     (('y', 'x'), (32, 48), 'px')
     """
     path = Path(path)
+    diffraction = fourd.read_4d(path, lazy=lazy, chunks="auto" if chunks is None else chunks,
+                                **reader_options)  # None: not 4D-STEM
+    if diffraction is not None:
+        return diffraction
+    reader_options = {k: v for k, v in reader_options.items() if k not in fourd.READER_OPTIONS}
     channels, fmt = _read_channels(path, reader_options, lazy)
     channels = _select(channels, channel, path)
     image = _assemble(channels, path, fmt)
@@ -457,7 +464,10 @@ def _read_rsciio(path: Path, plugin: str, **options) -> list[_Channel]:
             order = [i for i, n in enumerate(nav) if n] + [signal_axis]
             data = data.transpose(order)
             calibrated = [calibrated[i] for i in order]
-            dims = ["y", "x", _safe_dim_name(calibrated[2][0] or "spectral")]
+            # EELS/EDS energy axes are "energy" (eV) whatever the file calls them.
+            is_energy = calibrated[2][2]["units"] in ("eV", "keV")
+            dims = ["y", "x", "energy" if is_energy else
+                    _safe_dim_name(calibrated[2][0] or "spectral")]
         else:
             raise DataError(
                 f"{path}: signal '{title}' has shape {data.shape}; load() reads 2-D images "
@@ -467,8 +477,10 @@ def _read_rsciio(path: Path, plugin: str, **options) -> list[_Channel]:
         for d, size in zip(dims, data.shape):  # a file without axis information
             coords.setdefault(d, (np.arange(size, dtype=float), {"units": "px"}))
         metadata = {"title": title, "original_metadata": signal.get("original_metadata", {})}
+        signal_type = str(signal.get("metadata", {}).get("Signal", {}).get("signal_type", ""))
         channels.append(_Channel(title, data, coords, units, metadata,
-                                 dims[2] if data.ndim == 3 else None))
+                                 dims[2] if data.ndim == 3 else None,
+                                 attrs={"signal_type": signal_type} if signal_type else {}))
     if not channels:
         raise DataError(f"{path}: holds no image (no signal with two or more dims)")
     return channels
@@ -594,6 +606,10 @@ def _channels_from_array(data, path, dims=None, name="image", names=None) -> lis
             data, dims = np.moveaxis(data, 0, -1), ("y", "x", "channel")
         else:
             dims = ("y", "x", "spectral")
+        assumed = (f"{path}: read the 3-D array of shape {data.shape} as {dims}; if it is a "
+                   "tilt or time series (frame, y, x), load one frame instead, or pass "
+                   "dims=(...) to say how its axes are laid out")
+        warnings.warn(assumed, UserWarning, stacklevel=5)
     dims = tuple(dims or ("y", "x"))
     if len(dims) != data.ndim or dims[:2] != ("y", "x"):
         raise DataError(f"{path}: dims {dims} do not fit an array of shape {data.shape}; "
@@ -614,7 +630,7 @@ def _apply_json_sidecar(path: Path, channels: list[_Channel]) -> None:
     if not sidecar.exists():
         return
     try:
-        info = _flatten(json.loads(sidecar.read_text()))
+        info = flatten_metadata(json.loads(sidecar.read_text()))
     except (ValueError, OSError) as err:
         raise DataError(f"{sidecar}: unreadable JSON sidecar of {path.name} ({err})") from None
     short = {k.rsplit(".", 1)[-1].lower(): v for k, v in info.items()}
@@ -955,7 +971,7 @@ def _assemble(channels: list[_Channel], path: Path, fmt: str) -> xr.DataArray:
                 span = float(np.nanmax(c.data) - np.nanmin(c.data))  # a dask reduction when lazy
                 units[i] = "deg" if span > 2 * math.pi * 1.05 else "rad"
     attrs = {"source": str(path), "format": fmt, **first.attrs,
-             "metadata": _summary(first.metadata), "phase_channels": phase}
+             "metadata": metadata_summary(first.metadata), "phase_channels": phase}
     if len(channels) > 1:
         dims = ("y", "x", "channel")
         coords["channel"] = ("channel", [c.name for c in channels])
@@ -1051,33 +1067,3 @@ def _safe_dim_name(name: str) -> str:
     if not cleaned or cleaned in ("y", "x", "channel") or cleaned[0].isdigit():
         cleaned = f"spectral_{cleaned}" if cleaned else "spectral"
     return cleaned
-
-
-def _flatten(tree, prefix="") -> dict:
-    flat = {}
-    for key, value in (tree.items() if isinstance(tree, dict) else []):
-        full = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, full + "."))
-        else:
-            flat[full] = value
-    return flat
-
-
-def _summary(metadata: dict) -> str:
-    """A short JSON summary of the original metadata: scalars only, so NetCDF stores it."""
-    flat, kept = _flatten(metadata), {}
-    for key, value in flat.items():
-        if isinstance(value, bytes):
-            value = value.decode(errors="replace")
-        if isinstance(value, np.generic):
-            value = value.item()
-        if isinstance(value, float) and not math.isfinite(value):
-            continue
-        if isinstance(value, (bool, int, float)) or (isinstance(value, str) and len(value) <= 200):
-            kept[key] = value
-        if len(kept) >= _MAX_METADATA_ENTRIES:
-            break
-    if len(flat) > len(kept):
-        kept["entries_in_file"] = len(flat)
-    return json.dumps(kept, ensure_ascii=False)

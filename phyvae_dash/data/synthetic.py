@@ -41,6 +41,7 @@ from scipy import ndimage
 from skimage.morphology import remove_small_objects
 from skimage.segmentation import expand_labels, find_boundaries
 
+from . import synthetic_spectral
 from ..errors import SettingsError
 
 __all__ = [
@@ -1341,8 +1342,9 @@ def make(kind, **kwargs) -> xr.Dataset:
     >>> ds.attrs["kind"], ds.image.shape
     ('nio_lsmo', (64, 64))
     """
-    builder = _BUILDERS.get(kind) or {f.__name__: f for f in _BUILDERS.values()}.get(kind)
+    builder = _BUILDERS.get(kind) or {f.__name__: f for f in _BUILDERS.values()}.get(kind) \
+        or synthetic_spectral.BUILDERS.get(kind)  # 4D-STEM and EELS phantoms
     if builder is None:
         raise SettingsError(f"unknown phantom kind {kind!r}; choose one of "
-                            f"{', '.join(KINDS + FAMILIES)}")
+                            f"{', '.join((*KINDS, *FAMILIES, *synthetic_spectral.KINDS))}")
     return builder(**kwargs)

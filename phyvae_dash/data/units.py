@@ -62,7 +62,14 @@ def _text(units) -> str:
         return ""
     if isinstance(units, bytes):
         units = units.decode(errors="replace")
-    return _ALIASES.get(str(units).strip(), str(units).strip())
+    text = str(units).strip()
+    if text.lower() == "none":
+        return ""
+    # Reciprocal lengths of detector axes: "nm-1", "nm⁻¹" and "A^-1" (an ångström).
+    text = text.replace("\u207b\u00b9", "^-1")
+    text = re.sub(r"^([A-Za-z\u00b5\u00c5]+)-1$", r"\1^-1", text)
+    text = re.sub(r"\bA\b", "angstrom", text) if text != "A" else text
+    return _ALIASES.get(text, text)
 
 
 def clean_units(units) -> str:

@@ -141,6 +141,27 @@ class AutoSettings:
         return asdict(self)
 
 
+def _diffraction_settings(patch_size, stride, transform, latent_dim, boundary_weight,
+                          t0: float) -> AutoSettings:
+    """4D-STEM: each scan position's own pattern is the input (`features_4d` chooses the
+    pattern transform); the scan grid needs no patch to see a domain."""
+    user = "set by the user"
+    chosen = {
+        "patch_size": (1, "4D-STEM: the diffraction pattern at each scan position"),
+        "stride": (1, "4D-STEM: every scan position"),
+        "transform": ("auto", "4D-STEM: chosen from the patterns by features_4d"),
+        "latent_dim": (DEFAULT_LATENT_DIM, "two latents hold two to four phases or orientations"),
+        "boundary_weight": (DEFAULT_BOUNDARY_WEIGHT, "4D-STEM: the default weight"),
+    }
+    given = {"patch_size": patch_size, "stride": stride, "transform": transform,
+             "latent_dim": latent_dim, "boundary_weight": boundary_weight}
+    values, reasons = {}, {}
+    for name, (value, why) in chosen.items():
+        keep = given[name] not in (None, "auto")
+        values[name], reasons[name] = (given[name], user) if keep else (value, why)
+    return AutoSettings(**values, reasons=reasons, elapsed_s=time.perf_counter() - t0)
+
+
 def smallest_image_side() -> int:
     """Shortest image side (px) for which some candidate patch size fits."""
     return PATCHES_PER_SIDE * min(FREE_PATCH_SIZES)
@@ -314,6 +335,8 @@ def choose_settings(image: xr.DataArray, *, patch_size="auto", stride="auto",
     'patch_size ...: lattice period 1...'
     """
     t0 = time.perf_counter()
+    if image.ndim == 4:
+        return _diffraction_settings(patch_size, stride, transform, latent_dim, boundary_weight, t0)
     if not np.all(np.isfinite(np.asarray(image.data, dtype=float))):
         raise SettingsError("the image contains NaN or Inf; fill them first (load(..., fill_nan=...))")
     if patch_size is None:

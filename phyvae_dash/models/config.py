@@ -181,8 +181,8 @@ class FitConfig:
                 object.__setattr__(self, name, AUTO)
             elif value != AUTO and not _is_int(value):
                 raise SettingsError(f"{name} must be an integer or 'auto', got {value!r}")
-        if _is_int(self.patch_size) and self.patch_size < 2:
-            raise SettingsError(f"patch_size must be an integer >= 2, got {self.patch_size!r}")
+        if _is_int(self.patch_size) and self.patch_size < 1:
+            raise SettingsError(f"patch_size must be an integer >= 1, got {self.patch_size!r}")
         if _is_int(self.stride) and self.stride < 1:
             raise SettingsError(f"stride must be an integer >= 1, got {self.stride!r}")
         if self.latent_dim is not None and (not _is_int(self.latent_dim) or self.latent_dim < 1):
@@ -236,9 +236,16 @@ class FitConfig:
             auto.append("boundary_weight")
         return tuple(auto)
 
-    def check_image(self, ny: int, nx: int) -> None:
-        """Raise `SettingsError` where a fixed setting cannot work on an image this size."""
-        if _is_int(self.patch_size) and self.patch_size > min(ny, nx):
+    def check_image(self, image) -> None:
+        """Raise `SettingsError` where a fixed setting cannot work on this image."""
+        ny, nx = image.sizes["y"], image.sizes["x"]
+        if not _is_int(self.patch_size):
+            return
+        # A pattern or a spectrum is an input on its own; an image patch needs 2 px.
+        per_position = image.ndim == 4 or (image.ndim == 3 and image.dims[2] != "channel")
+        if self.patch_size < 2 and not per_position:
+            raise SettingsError(f"patch_size must be an integer >= 2 for an image, got {self.patch_size!r}")
+        if self.patch_size > min(ny, nx):
             raise SettingsError(f"patch_size {self.patch_size} is larger than the image "
                                 f"({ny} x {nx} pixels)")
 

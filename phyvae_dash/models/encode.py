@@ -24,7 +24,8 @@ __all__ = ["as_image", "is_lazy", "encode_all", "latent_dataset", "encode_image"
 
 
 def as_image(image) -> xr.DataArray:
-    """``image`` as a DataArray ``(y, x[, channel])`` (NumPy arrays are wrapped).
+    """``image`` as a DataArray ``(y, x[, channel or spectral])`` or 4D-STEM
+    ``(y, x, ky, kx)`` (NumPy arrays of 2 or 3 dims are wrapped as ``(y, x[, channel])``).
 
     Examples
     --------
@@ -38,8 +39,11 @@ def as_image(image) -> xr.DataArray:
         image = xr.DataArray(image, dims=dims)
     if not isinstance(image, xr.DataArray):
         raise SettingsError(f"image must be an xarray.DataArray, got {type(image).__name__}")
+    if image.ndim == 4 and image.dims == ("y", "x", "ky", "kx"):
+        return image  # 4D-STEM: a diffraction pattern per scan position
     if image.ndim not in (2, 3) or image.dims[:2] != ("y", "x"):
-        raise SettingsError(f"image must have dims ('y', 'x'[, channel]), got {image.dims}")
+        raise SettingsError(f"image must have dims ('y', 'x'[, channel]) or ('y', 'x', 'ky', "
+                            f"'kx'), got {image.dims}")
     return image
 
 

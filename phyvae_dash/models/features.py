@@ -19,7 +19,14 @@ here give the models inputs that fit the physics of the image:
                 domains defined by intensity (a brighter layer, a 180 deg phase).
 ``"spectrum"``  for ``(y, x, spectral)`` data: the spectrum at each patch centre,
                 averaged over the patch window; a vector ``(S,)``.
-``"auto"``      spectral data -> ``"spectrum"``; an image with a lattice (sharp
+``"eels"``      for EELS spectrum images (energy in eV): power-law background
+                subtracted before the first edge, each spectrum normalised
+                (`features_eels`); a vector.
+4D-STEM         ``"pattern"``, ``"profiles"``, ``"profiles_invariant"``, ``"virtual"``
+                for ``(y, x, ky, kx)`` data (`features_4d`); ``patch_size``/``stride``
+                there average neighbouring scan positions (1, 1: each on its own).
+``"auto"``      4D-STEM -> `features_4d.choose_4d_transform`; EELS -> ``"eels"``;
+                other spectral data -> ``"spectrum"``; an image with a lattice (sharp
                 reflections in its power spectrum) whose period fits at least 1.8
                 times in a patch -> ``"fft+mean"``; otherwise ``"patch"``.
 ==============  =======================================================================
@@ -46,11 +53,12 @@ from ..data.channels import channel_names, channel_units, is_spectral, phase_nam
 from ..data.patches import extract_patches
 from ..data.units import is_angle, to_radians
 from ..errors import DataError, SettingsError
+from . import features_4d, features_eels
 
 __all__ = ["TRANSFORMS", "PRESETS", "SEGMENT_PRESETS", "Inputs", "prepare_inputs",
            "detect_lattice_period", "choose_transform", "phase_channel_indices", "fft_features", "preset_for"]
 
-TRANSFORMS = ("auto", "patch", "fft", "fft+mean", "spectrum")
+TRANSFORMS = ("auto", "patch", "fft", "fft+mean", "spectrum", "eels", *features_4d.TRANSFORMS_4D)
 
 #: Smoothed power over the radial background needed to call a reflection a lattice peak.
 #: Measured (Welch spectra, 8 seeds each): noise, smooth random fields, random domains
@@ -66,6 +74,12 @@ LATTICE_PEAK_RATIO = 11.0
 MIN_PERIODS_PER_PATCH = 1.8
 #: Shortest period (px) taken for a lattice by `detect_lattice_period`.
 MIN_LATTICE_PERIOD_PX = 3.0
+
+#: ``"eels"`` inputs are projected on this many leading principal components: most
+#: energy channels hold only counting noise, and at low dose the VAE fed every channel
+#: misses the phases that PCA+GMM on the same inputs finds (README, 4D-STEM and EELS).
+#: The 4D-STEM profiles are not projected: there the projection loses.
+EELS_COMPONENTS = 8
 
 #: Largest number of FFT features per channel; bigger patches get their power
 #: spectrum average-pooled down to this size.
@@ -510,6 +524,9 @@ def choose_transform(image: xr.DataArray, patch_size: int) -> tuple[str, str, fl
     >>> choose_transform(flat, 16)[0]
     'patch'
     """
+    if features_eels.is_eels(image):
+        return ("eels", "EELS spectrum image (energy in eV): power-law background "
+                "subtracted before the first edge, spectra normalised", None)
     if is_spectral(image):
         return ("spectrum", f"spectral data (third dim {image.dims[2]!r}): the input is "
                 "the spectrum at each position", None)
@@ -564,7 +581,8 @@ def prepare_inputs(image: xr.DataArray, patch_size: int, stride: int = 1,
         Floor of the log power, as a fraction of the mean power.
     components : int, optional
         ``"fft"``/``"fft+mean"``: project the vectors on their leading principal
-        components (denoising: most |FFT| bins hold only noise).
+        components (denoising: most |FFT| bins hold only noise). ``"eels"``: the
+        same, default `EELS_COMPONENTS`.
 
     Returns
     -------
@@ -583,6 +601,11 @@ def prepare_inputs(image: xr.DataArray, patch_size: int, stride: int = 1,
     """
     if transform not in TRANSFORMS:
         raise SettingsError(f"transform must be one of {TRANSFORMS}, not {transform!r}")
+    if isinstance(image, xr.DataArray) and image.ndim == 4:
+        return _prepare_4d(image, patch_size, stride, transform)
+    if transform in features_4d.TRANSFORMS_4D:
+        raise SettingsError(f"transform {transform!r} needs 4D-STEM data (y, x, ky, kx); "
+                            f"this image has dims {getattr(image, 'dims', None)}")
     if (not isinstance(image, xr.DataArray) or image.ndim not in (2, 3)
             or image.dims[:2] != ("y", "x")):
         raise DataError("prepare_inputs needs a DataArray with dims ('y', 'x'[, channel])")
@@ -607,11 +630,27 @@ def prepare_inputs(image: xr.DataArray, patch_size: int, stride: int = 1,
                "weighting": weighting, "neighbourhood": neighbourhood,
                "fft_floor": float(fft_floor), "components": int(components or 0)}
 
+    if transform == "eels":
+        if not is_spectral(image):
+            raise SettingsError("transform 'eels' needs (y, x, energy) data; this image has "
+                                f"dims {image.dims}")
+        data, eels_options = features_eels.eels_features(image, patch_size=patch_size,
+                                                         stride=stride)
+        k = int(components or EELS_COMPONENTS)
+        if data.shape[-1] > k:
+            data = _project(data, k)
+        eels_options["components"] = k
+        y, x = features_4d.scan_centres(image, patch_size, stride)
+        return Inputs(data, y, x, "eels", reason, None, ["eels"], {**options, **eels_options})
     if transform == "spectrum":
         a = np.asarray(image.data, dtype=np.float32)
         names = channel_names(image)
         coords = {d: image[d] for d in ("y", "x") if d in image.coords}
         da = xr.DataArray(a, dims=image.dims, coords=coords)
+        if patch_size == 1:  # each position's own spectrum, every stride-th position
+            data = a[::stride, ::stride]
+            y, x = features_4d.scan_centres(image, 1, stride)
+            return Inputs(_centre_scale(data), y, x, "spectrum", reason, None, names, options)
         patches = extract_patches(da, patch_size, stride)
         window = np.asarray(patches.data)  # (n_y, n_x, p, p, S)
         if neighbourhood == "patch":
@@ -639,6 +678,24 @@ def prepare_inputs(image: xr.DataArray, patch_size: int, stride: int = 1,
         data = _project(data, components)
     return Inputs(np.ascontiguousarray(data, dtype=np.float32), y, x, transform, reason,
                   period, names, options)
+
+
+def _prepare_4d(image: xr.DataArray, patch_size: int, stride: int, transform: str) -> Inputs:
+    """4D-STEM inputs (`features_4d`): one vector or binned pattern per window of positions."""
+    if tuple(image.dims) != ("y", "x", "ky", "kx"):
+        raise DataError(f"4-D data needs dims ('y', 'x', 'ky', 'kx'), got {image.dims}")
+    geometry = features_4d.pattern_geometry(image)
+    if transform == "auto":
+        transform, reason = features_4d.choose_4d_transform(image, geometry)
+    elif transform in features_4d.TRANSFORMS_4D:
+        reason = "chosen by the user"
+    else:
+        raise SettingsError(f"transform {transform!r} does not apply to 4D-STEM data; choose "
+                            f"'auto' or one of {features_4d.TRANSFORMS_4D}")
+    data, options = features_4d.features_4d(image, transform, patch_size=patch_size,
+                                            stride=stride, geometry=geometry)
+    y, x = features_4d.scan_centres(image, patch_size, stride)
+    return Inputs(data, y, x, transform, reason, None, [transform], options)
 
 
 # --------------------------------------------------------------------------- presets

@@ -150,7 +150,8 @@ def fit(image: xr.DataArray, config: FitConfig | None = None, *,
     image : xarray.DataArray
         ``(y, x)``, ``(y, x, channel)`` or ``(y, x, spectrum)`` (a NumPy array is wrapped
         with dims ``(y, x[, channel])``: give a 3-D spectrum cube as a DataArray whose
-        third dim is not ``channel``). Images whose inputs exceed the sampling budget
+        third dim is not ``channel``), or 4D-STEM ``(y, x, ky, kx)`` (see
+        ``features_4d``; ``patch_size=1`` gives every scan position its own pattern). Images whose inputs exceed the sampling budget
         (``FitConfig.sample_positions``) train on a sample of regions, read from dask
         chunks when the image is lazy.
     config : FitConfig, optional
@@ -227,8 +228,9 @@ def fit(image: xr.DataArray, config: FitConfig | None = None, *,
     _enter_threads(int(num_threads))
     try:
         image = as_image(image)
-        config.check_image(image.sizes["y"], image.sizes["x"])
-        if not bool(np.isfinite(image.data).all()):  # per chunk for a dask-backed image
+        config.check_image(image)
+        # 4D-STEM may be larger than memory: its features are checked instead.
+        if image.ndim != 4 and not bool(np.isfinite(image.data).all()):  # per chunk if lazy
             raise SettingsError("the image contains NaN or Inf; fill them first "
                                 "(load(..., fill_nan=...))")
         config, auto_attrs = _automatic_settings(image, config)
