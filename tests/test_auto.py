@@ -52,7 +52,7 @@ def test_every_choice_and_its_reason_is_recorded(stripes):
     assert reasons[0].startswith(f"patch_size {result.attrs['patch_size']}: lattice period")
     assert "periods" in reasons[0]
     assert result.attrs["auto_lattice_period_px"] == pytest.approx(8.3, rel=0.1)
-    assert result.attrs["transform_reason"] == reasons[2]
+    assert reasons[2] == f"transform {result.attrs['transform']}: {result.attrs['transform_reason']}"
     assert result.attrs["auto_elapsed_s"] > 0
 
 
@@ -120,3 +120,11 @@ def test_new_phantom_families(kind):
                                   pvd.synthetic.label_boundaries(a.labels.values))
     other = pvd.synthetic.make(kind, shape=(64, 80), seed=4)
     assert not np.array_equal(a.image.values, other.image.values)
+
+
+def test_single_channel_phase_image_is_chosen_for():
+    """A 2-D image that is a phase (PFM phase alone) takes the phase-domain rule."""
+    phase = pvd.synthetic.pfm_labyrinth(shape=(64, 64), seed=0).image.isel(channel=1, drop=True)
+    phase.attrs.update({"phase_channels": [str(phase.name or "intensity")], "units": "deg"})
+    choice = pvd.choose_settings(phase)
+    assert choice.patch_size >= 2 and choice.reasons["patch_size"]

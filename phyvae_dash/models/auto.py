@@ -355,10 +355,12 @@ def choose_settings(image: xr.DataArray, *, patch_size="auto", stride="auto",
         # itself shows no lattice, a periodic signal elsewhere (scan artefacts in the
         # amplitude) does not set the scale, and raw patches (cos/sin) are the input.
         index = sorted(phases)
-        phase_only = image.isel({image.dims[2]: index})
-        units = image.attrs.get("channel_units")
-        if isinstance(units, (list, tuple)) and len(units) == image.sizes[image.dims[2]]:
-            phase_only.attrs["channel_units"] = [units[i] for i in index]
+        phase_only = image  # a single-channel phase image
+        if image.ndim == 3:
+            phase_only = image.isel({image.dims[2]: index})
+            units = image.attrs.get("channel_units")
+            if isinstance(units, (list, tuple)) and len(units) == image.sizes[image.dims[2]]:
+                phase_only.attrs["channel_units"] = [units[i] for i in index]
         if detect_lattice_period(phase_only) is None:
             period, phase_domains = None, True
 
