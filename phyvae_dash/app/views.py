@@ -25,9 +25,25 @@ import xarray as xr
 from holoviews import streams
 from panel.viewable import Viewer
 
+from . import offline  # noqa: F401  (first: it chooses the notebook resources)
+from .offline import ICONS
 from .store import Store
 
 hv.extension("bokeh", logo=False)
+
+
+def _sized_by_frame(plot, element):
+    """HoloViews marks a plot sized by ``frame_width``/``frame_height`` as ``fixed`` but
+    leaves its width and height unset, which Bokeh's validation reports (W-1005) on every
+    page load. Without a sizing mode Bokeh sizes the plot from its frame all the same."""
+    state = plot.state
+    if getattr(state, "sizing_mode", None) == "fixed" and (state.width is None or state.height is None):
+        state.sizing_mode = None
+
+
+hv.opts.defaults(*(getattr(hv.opts, element)(hooks=[_sized_by_frame])
+                   for element in ("Image", "Points", "Curve", "Path", "Histogram", "Contours",
+                                   "Overlay", "NdOverlay")))
 
 #: Above this many scan positions the latent scatter is rasterized (datashader).
 RASTERIZE_POINTS = 40_000
@@ -50,7 +66,9 @@ def card(*objects, title: str, width: int | None = None, **kwargs) -> pn.Card:
     ``min_width`` into the space its row leaves (rather than taking a row of its own).
     """
     stretch = {"styles": {"flex": f"1 1 {kwargs.get('min_width', 300)}px"}}
-    options = {**CARD, **({"sizing_mode": "fixed", "width": width} if width else stretch), **kwargs}
+    # A fixed width, not sizing_mode="fixed": Bokeh's "fixed" wants a height too (W-1005),
+    # and the card's height follows its content.
+    options = {**CARD, **({"sizing_mode": None, "width": width} if width else stretch), **kwargs}
     return pn.Card(*objects, title=title, **options)
 
 
@@ -156,8 +174,8 @@ class Controls(View):
         self.compare = pn.widgets.Toggle.from_param(
             store.param.compare, name="Compare with boundary weight 0", button_type="default")
         # ---- actions
-        self.train = pn.widgets.Button(name="Train", button_type="primary", icon="player-play")
-        self.cancel = pn.widgets.Button(name="Cancel", button_type="warning", icon="player-stop",
+        self.train = pn.widgets.Button(name="Train", button_type="primary", icon=ICONS["play"])
+        self.cancel = pn.widgets.Button(name="Cancel", button_type="warning", icon=ICONS["stop"],
                                         disabled=not store.running)
         self.auto_train = pn.widgets.Checkbox.from_param(store.param.auto_train,
                                                          name="Retrain when a setting changes")
