@@ -109,7 +109,8 @@ class Dashboard(Viewer):
     def __panel__(self):
         # Without a server or notebook loop, training updates wait for this thread: show them.
         self.store.apply_updates()
-        return pn.Row(pn.Column(self._sidebar, width=330), self._main, sizing_mode="stretch_width")
+        return pn.Row(pn.Column(self._sidebar, width=330), self._main, sizing_mode="stretch_width",
+                      hooks=[offline.inline_stylesheets])
 
 
 def _in_server_session() -> bool:

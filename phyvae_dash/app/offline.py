@@ -19,6 +19,7 @@ Import this module before any other that calls ``pn.extension`` or
 from __future__ import annotations
 
 import os
+from functools import lru_cache, partial
 
 import panel as pn
 from panel.io.resources import CDN_DIST
@@ -46,6 +47,57 @@ class OfflineFast(Fast):
     _resources = {**Fast._resources, "font": {},
                   "js_modules": {**Fast._resources["js_modules"],
                                  "fast-design": f"{CDN_DIST}bundled/fast/js/fast_design.js"}}
+
+
+def inline_stylesheets(viewable, root, changed=None, old_models=None):
+    """A preprocessing hook (``hooks=[inline_stylesheets]`` on a notebook's root layout):
+    keep every Panel stylesheet in the page itself, none linked from the CDN.
+
+    Panel inlines them when it first renders a cell's output, but a pane whose text
+    changes later (a Markdown status line) sends its CDN links again: the hook also
+    inlines each model's stylesheets again whenever they change.
+    """
+    if not pn.config.inline:
+        return
+    from bokeh.models import UIElement
+    from panel.io.notebook import patch_inline_stylesheets
+
+    for model in root.select({"type": UIElement}):
+        patch_inline_stylesheets(model)
+        if not getattr(model, "_pvd_inlines_stylesheets", False):
+            model._pvd_inlines_stylesheets = True
+            model.on_change("stylesheets", partial(_inline_again, model))
+
+
+def _inline_again(model, attr, old, new):
+    from panel.io.notebook import patch_inline_stylesheets
+
+    patch_inline_stylesheets(model)  # a no-op once they are inline
+
+
+@lru_cache(maxsize=None)
+def _inline_copy(url: str):
+    from bokeh.models import ImportedStyleSheet
+    from panel.io.notebook import replace_inline_css
+
+    return replace_inline_css(ImportedStyleSheet(url=url))
+
+
+class Markdown(pn.pane.Markdown):
+    """Panel's Markdown pane, whose updates in a notebook carry their styles inline.
+
+    A Markdown pane sends its stylesheets again with every new text; Panel links them
+    from the CDN then, even with inline resources. Served pages are left alone (the
+    server hands out the same files itself).
+    """
+
+    def _get_properties(self, doc):
+        properties = super()._get_properties(doc)
+        served = doc is not None and doc.session_context is not None
+        if pn.config.inline and not served and "stylesheets" in properties:
+            properties["stylesheets"] = [_inline_copy(sheet.url) if hasattr(sheet, "url") else sheet
+                                         for sheet in properties["stylesheets"]]
+        return properties
 
 
 def use_inline_resources():

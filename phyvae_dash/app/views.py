@@ -26,10 +26,11 @@ from holoviews import streams
 from panel.viewable import Viewer
 
 from . import offline  # noqa: F401  (first: it chooses the notebook resources)
-from .offline import ICONS
+from .offline import ICONS, Markdown
 from .store import Store
 
-hv.extension("bokeh", logo=False)
+# inline: HoloViews otherwise links the notebook to cdn.bokeh.org, whatever Panel's setting.
+hv.extension("bokeh", logo=False, inline=pn.config.inline)
 
 
 def _sized_by_frame(plot, element):
@@ -159,13 +160,13 @@ class Controls(View):
             format="0.0")
         self.weight_off = pn.widgets.Checkbox(name="Boundary loss off (weight 0)",
                                               value=store.boundary_weight == 0)
-        self.weight_text = pn.pane.Markdown(self._weight_label(), margin=(-10, 10, 0, 10))
+        self.weight_text = Markdown(self._weight_label(), margin=(-10, 10, 0, 10))
         self.epochs_auto = pn.widgets.Checkbox(name="Epochs: automatic", value=store.epochs is None)
         self.epochs = pn.widgets.IntSlider(name="Epochs", start=1, end=200, value=store.epochs or 30,
                                            disabled=store.epochs is None)
         self.model = pn.widgets.Select.from_param(store.param.model, name="Model variant")
         self.transform = pn.widgets.Select.from_param(store.param.transform, name="Input transform")
-        self.transform_info = pn.pane.Markdown("", margin=(-10, 10, 0, 10), styles={"font-size": "0.85em"})
+        self.transform_info = Markdown("", margin=(-10, 10, 0, 10), styles={"font-size": "0.85em"})
         # ---- segmentation
         self.domains_auto = pn.widgets.Checkbox(name="Number of domains: automatic (BIC)",
                                                 value=store.n_domains is None)
@@ -179,7 +180,7 @@ class Controls(View):
                                         disabled=not store.running)
         self.auto_train = pn.widgets.Checkbox.from_param(store.param.auto_train,
                                                          name="Retrain when a setting changes")
-        self.device = pn.pane.Markdown(self._device_text(), margin=(0, 10))
+        self.device = Markdown(self._device_text(), margin=(0, 10))
         self.error = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width")
 
         self._link_throttled(self.patch_size, "patch_size")
@@ -299,7 +300,7 @@ class Controls(View):
 
     def __panel__(self):
         return pn.Column(
-            pn.Card(self.dataset, pn.pane.Markdown("Or upload a file (.npy, .tif, .h5, .dm3, …):",
+            pn.Card(self.dataset, Markdown("Or upload a file (.npy, .tif, .h5, .dm3, …):",
                                                    margin=(0, 10)),
                     self.upload, self.channel, title="Data", **CARD),
             pn.Card(self.patch_size, self.stride, self.latent_dim, self.log_weight,
@@ -337,7 +338,7 @@ class ImageView(View):
         self.plot = (base * domains * walls * highlight).opts(
             hv.opts.Image(tools=["box_select", "tap"], active_tools=["box_select"], framewise=True),
             hv.opts.Overlay(framewise=True))
-        self.summary = pn.pane.Markdown(self._summary(), margin=(0, 10))
+        self.summary = Markdown(self._summary(), margin=(0, 10))
         store.param.watch(lambda *events: setattr(self.summary, "object", self._summary()),
                           ["boundary_len", "labels", "source"])
 
@@ -530,7 +531,7 @@ class LatentMaps(View):
         if n != len(self._maps) or n == 0:
             self._maps = [_LiveMap(self.store, i, *self._ranges) for i in range(n)]
             self._row[:] = ([pn.pane.Bokeh(live.figure) for live in self._maps] if n else
-                            [pn.pane.Markdown("*Latent maps appear after the first epoch.*")])
+                            [Markdown("*Latent maps appear after the first epoch.*")])
             self._frame = None
         if n == 0:
             return
@@ -593,7 +594,7 @@ class LatentScatter(View):
         store.param.watch(self._update_options, ["result"])
         self._update_options()
         self._holder = pn.pane.HoloViews(sizing_mode="fixed", css_classes=["pvd-scatter"])
-        self.hint = pn.pane.Markdown("", margin=(0, 10), styles={"font-size": "0.85em"})
+        self.hint = Markdown("", margin=(0, 10), styles={"font-size": "0.85em"})
         store.param.watch(self._maybe_rebuild, ["result"])
         self._mode = None
         self._maybe_rebuild()
@@ -765,7 +766,7 @@ class PatchView(View):
         # A function pane, not a DynamicMap: the plot is a Layout of patches or curves.
         self._pane = pn.panel(pn.bind(self._plot, point=store.param.point, outcome=store.param.outcome,
                                       selection=store.param.selection))
-        self.caption = pn.pane.Markdown("", margin=(0, 10), styles={"font-size": "0.85em"})
+        self.caption = Markdown("", margin=(0, 10), styles={"font-size": "0.85em"})
         store.param.watch(self._caption, ["point", "outcome"])
         self._caption()
 
@@ -792,7 +793,7 @@ class PatchView(View):
     def _plot(self, point=None, outcome=None, selection=None):
         position = self._position()
         if position is None:
-            return pn.pane.Markdown("*The input at a position and its reconstruction appear after "
+            return Markdown("*The input at a position and its reconstruction appear after "
                                     "training.*", width=360)
         inputs = outcome.inputs[position]
         recon = None
@@ -860,7 +861,7 @@ class ManifoldView(View):
     def _plot(self, outcome=None):
         manifold = None if outcome is None else outcome.manifold
         if manifold is None:
-            return pn.pane.Markdown("*Patches decoded over the latent plane appear after training.*",
+            return Markdown("*Patches decoded over the latent plane appear after training.*",
                                     width=300)
         if isinstance(manifold, xr.DataArray) and "channel" in manifold.dims:
             manifold = manifold.isel(channel=0)  # multi-channel patches: the first channel
@@ -898,7 +899,7 @@ class ManifoldView(View):
             return hv.Path(paths, kdims=["z0 (grid step)", "z1 (grid step)"]).opts(
                 color="#1f77b4", frame_width=260, frame_height=260,
                 title="Decoded spectra over (z0, z1)")
-        return pn.pane.Markdown(f"*No view for a manifold of shape {values.shape}.*")
+        return Markdown(f"*No view for a manifold of shape {values.shape}.*")
 
     def __panel__(self):
         return card(self._pane, title="Latent manifold", min_width=340)
@@ -919,7 +920,7 @@ class TrainingView(View):
         store = self.store
         self.bar = pn.indicators.Progress(value=0, max=1, bar_color="primary", sizing_mode="stretch_width",
                                           height=14)
-        self.text = pn.pane.Markdown(self._text(), margin=(0, 10))
+        self.text = Markdown(self._text(), margin=(0, 10))
         self._figure, self._source = self._loss_figure()
         self._sent: dict[str, list] = {}
         self._losses = pn.pane.Bokeh(self._figure)
@@ -1009,7 +1010,7 @@ class ComparisonView(View):
     def _plot(self, outcome=None, labels=None):
         store = self.store
         if outcome is None or outcome.baseline is None or labels is None or store.labels is None:
-            return pn.pane.Markdown(
+            return Markdown(
                 "Switch **Compare with boundary weight 0** on to train the same settings without "
                 "the boundary loss and see its effect side by side." if not store.compare else
                 "*The weight-0 comparison appears when both trainings have finished.*")
