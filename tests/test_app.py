@@ -386,3 +386,47 @@ def test_registry_spectral_map_trains_and_shows_spectra(shared_data, monkeypatch
     spectra = dashboard.patch._plot(store.point, store.outcome, store.selection)
     assert isinstance(spectra, hv.Overlay)
     assert {curve.label for curve in spectra} >= {"spectrum", "reconstruction"}
+
+
+# ---------------------------------------------------------------- the last setting wins
+def test_the_last_setting_wins_over_a_dataset_that_arrives_later(store):
+    """A dataset's recommended settings never undo a setting written after it was asked for."""
+    store.load_dataset("pfm_labyrinth")  # read in a thread; its settings arrive with it
+    store.patch_size = 6                 # the user moves a slider meanwhile
+    assert store.wait()
+    assert store.source == "pfm_labyrinth"
+    assert store.patch_size == 6
+    # The settings the user did not touch are the dataset's.
+    assert (store.latent_dim, store.boundary_weight) == (1, 10.0)
+    # A setting written before the request is the dataset's to change.
+    store.load_dataset("pfm_labyrinth")
+    assert store.wait()
+    assert store.patch_size == 16
+
+
+def test_a_burst_of_widget_changes_ends_on_the_last_values(store):
+    """Every widget shows the value set last; the store and the shown result agree with it."""
+    controls = Controls(store=store)
+    store.auto_train = True
+    shown = []
+    controls.patch_size.param.watch(lambda event: shown.append(event.new), "value")
+    for value in (9, 10, 11, 12, 10, 11):
+        release(controls.patch_size, value)
+        release(controls.stride, 3 if value % 2 else 4)
+        controls.weight_off.value = value % 2 == 1
+        release(controls.epochs, 2 + value % 2)
+    assert store.wait(120)
+    # No echo from the store moved the slider back to an older value along the way.
+    assert shown == [9, 10, 11, 12, 10, 11]
+    assert (controls.patch_size.value, controls.stride.value, controls.weight_off.value,
+            controls.epochs.value) == (11, 3, True, 3)
+    assert (store.patch_size, store.stride, store.boundary_weight, store.epochs) == (11, 3, 0.0, 3)
+    attrs = store.result.attrs
+    assert (attrs["patch_size"], attrs["stride"], attrs["boundary_weight"]) == (11, 3, 0.0)
+
+
+def test_the_store_sets_the_widgets_it_changes_itself(store):
+    """A setting the store (or a script) writes still shows in the widgets."""
+    controls = Controls(store=store)
+    store.patch_size = 14
+    assert controls.patch_size.value == 14

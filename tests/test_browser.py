@@ -309,3 +309,24 @@ def test_binder_script_serves_the_dashboard(browser):
             server.wait(20)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+def test_a_burst_of_slider_presses_ends_on_the_last_value(session):
+    """30 quick key presses on a slider: the page, the store and the maps end on the last."""
+    page, store, messages = session
+    handle = page.locator(".pvd-patch-size .noUi-handle").first
+    handle.focus()
+    start = store.patch_size
+    presses = [+1] * 18 + [-1] * 12  # each press is a release (value_throttled): a new job
+    for step in presses:
+        page.keyboard.press("ArrowRight" if step > 0 else "ArrowLeft")
+        page.wait_for_timeout(60)
+    last = start + sum(presses)
+    wait_until(lambda: store.patch_size == last, page, timeout=30, what="the last press to arrive")
+    wait_until(lambda: not store.running and store.result.attrs["patch_size"] == last, page,
+               timeout=120, what="the result for the last setting")
+    page.wait_for_timeout(1500)  # no late echo may move the slider afterwards
+    assert page.locator(".pvd-patch-size .bk-slider-title").first.inner_text().endswith(f": {last}")
+    assert store.patch_size == last
+    shot(page, "app_after_burst")
+    assert errors(messages) == []

@@ -141,6 +141,7 @@ class Controls(View):
         super().__init__(**params)
         store = self.store
         self._syncing = False
+        self._writing = False
         # ---- data
         self.dataset = pn.widgets.Select(name="Dataset", options=self._dataset_options(),
                                          value=store.source if store.source in self._dataset_options() else None)
@@ -205,12 +206,25 @@ class Controls(View):
 
     # -- store -> widgets (a new dataset brings recommended settings)
     def _sync_from_store(self, *events):
+        # A store change that a widget of this panel made is not shown back: the widget
+        # shows it already, and an echo of an older value would move a widget the user
+        # has moved again since (the last setting must win).
+        if self._writing:
+            return
         # The widget watchers must not write these values back while they are shown.
         self._syncing = True
         try:
             self._show_settings()
         finally:
             self._syncing = False
+
+    def _write(self, **settings):
+        """Set store settings from the widgets (see `_sync_from_store`)."""
+        self._writing = True
+        try:
+            self.store.param.update(**settings)
+        finally:
+            self._writing = False
 
     def _show_settings(self):
         store = self.store
@@ -237,8 +251,8 @@ class Controls(View):
     def _link_throttled(self, widget, name):
         # Slider work happens on release only: dragging would start a fit per pixel.
         def update(event):
-            if not self._syncing:
-                setattr(self.store, name, event.new)
+            if not self._syncing and event.new is not None:
+                self._write(**{name: event.new})
         widget.param.watch(update, "value_throttled")
 
     def _on_weight(self, event):
@@ -246,20 +260,20 @@ class Controls(View):
             return
         weight = 0.0 if self.weight_off.value else round(10 ** self.log_weight.value, 4)
         self.log_weight.disabled = self.weight_off.value
-        self.store.boundary_weight = weight
+        self._write(boundary_weight=weight)
         self.weight_text.object = self._weight_label()
 
     def _on_epochs(self, event):
         if self._syncing:
             return
         self.epochs.disabled = self.epochs_auto.value
-        self.store.epochs = None if self.epochs_auto.value else self.epochs.value
+        self._write(epochs=None if self.epochs_auto.value else self.epochs.value)
 
     def _on_domains(self, event):
         if self._syncing:
             return
         self.n_domains.disabled = self.domains_auto.value
-        self.store.n_domains = None if self.domains_auto.value else self.n_domains.value
+        self._write(n_domains=None if self.domains_auto.value else self.n_domains.value)
 
     def _on_dataset(self, event):
         if not self._syncing and event.new and event.new != self.store.source:
@@ -593,7 +607,7 @@ class LatentScatter(View):
         self.clear.on_click(lambda event: store.clear_selection())
         store.param.watch(self._update_options, ["result"])
         self._update_options()
-        self._holder = pn.pane.HoloViews(sizing_mode="fixed", css_classes=["pvd-scatter"])
+        self._holder = pn.pane.HoloViews(css_classes=["pvd-scatter"])
         self.hint = Markdown("", margin=(0, 10), styles={"font-size": "0.85em"})
         store.param.watch(self._maybe_rebuild, ["result"])
         self._mode = None
