@@ -242,8 +242,9 @@ def test_spectral_data_render():
     assert dashboard.patch._plot(store.point, store.outcome, store.selection) is not None
 
 
-def test_exports(store, tmp_path):
+def test_exports(store, tmp_path, monkeypatch):
     import json
+    import tempfile
 
     import tifffile
 
@@ -264,6 +265,12 @@ def test_exports(store, tmp_path):
     assert export._labels("png").getvalue()[:4] == b"\x89PNG"
     settings = json.loads(export._settings().getvalue())
     assert settings["settings"]["patch_size"] == 8 and settings["boundary_length_units"] == "nm"
+    # Downloads leave no temporary folder behind.
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    export._netcdf(), export._weights()
+    assert list(scratch.iterdir()) == []
 
 
 def test_scatter_rasterizes_many_points(store, monkeypatch):

@@ -243,7 +243,10 @@ class Store(param.Parameterized):
             interactive = self._doc is not None or self._loop is not None
             with param.edit_constant(self):
                 self.runner = os.environ.get("PHYVAE_DASH_RUNNER") or ("process" if interactive else "thread")
-        self._worker = worker.acquire() if self.runner == "process" else None
+        # The worker process starts with the first fit: a session that never trains
+        # (a page left open) costs no process and no model memory.
+        self._worker = None
+        self._worker_lock = threading.Lock()
         if self._doc is not None:
             # A closed browser tab must not leave its training (or its process) running.
             pn.state.on_session_destroyed(lambda context: self.close())
@@ -477,11 +480,14 @@ class Store(param.Parameterized):
 
     def _fit(self, image, **kwargs):
         """`fit` in this store's worker process, or here when it has none."""
-        if self._worker is None:
+        if self.runner != "process":
             return pvd.fit(image, **kwargs)
-        if not self._worker.alive:  # it crashed (out of memory?): the next fit gets a new one
-            self._worker = worker.acquire()
-        return self._worker.fit(image, **kwargs)
+        with self._worker_lock:
+            # None before the first fit; dead after a crash (out of memory?): a new one.
+            if self._worker is None or not self._worker.alive:
+                self._worker = worker.acquire()
+            fit_worker = self._worker
+        return fit_worker.fit(image, **kwargs)
 
     def wait(self, timeout: float = 60.0) -> bool:
         """Block until the current load and job are done (for tests, scripts, benchmarks).
@@ -517,7 +523,7 @@ class Store(param.Parameterized):
 
     def _run(self, job: Job):
         """Body of the training thread."""
-        if self._doc is not None and self._worker is None:
+        if self._doc is not None and self.runner != "process":
             _leave_a_core_for_the_server()
         if job.previous is not None and job.previous.thread is not None:
             # The cancelled job stops within an epoch; waiting keeps the 2 cores for us.

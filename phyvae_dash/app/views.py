@@ -1076,26 +1076,26 @@ class ExportView(View):
         self.netcdf.disabled = self.weights.disabled = self.settings.disabled = not has_result
         self.tiff.disabled = self.png.disabled = not has_labels
 
-    def _saved(self):
-        """The result saved by the model layer (NetCDF + weights) into a fresh folder."""
+    def _saved(self) -> dict[str, bytes]:
+        """The result as the model layer saves it (NetCDF + weights file), as bytes by
+        suffix; written to a temporary folder that is removed at once."""
         from phyvae_dash.models import persist
-        folder = Path(tempfile.mkdtemp(prefix="phyvae-dash-export-"))
-        path = folder / "result.nc"
-        persist.save(self.store.result, path)
-        return folder, path
+        with tempfile.TemporaryDirectory(prefix="phyvae-dash-export-") as folder:
+            path = Path(folder) / "result.nc"
+            persist.save(self.store.result, path)
+            return {file.suffix: file.read_bytes() for file in Path(folder).iterdir() if file.is_file()}
 
     def _netcdf(self):
-        folder, path = self._saved()
-        return io.BytesIO(path.read_bytes())
+        return io.BytesIO(self._saved()[".nc"])
 
     def _weights(self):
-        folder, path = self._saved()
-        others = [p for p in folder.iterdir() if p != path and p.is_file()]
+        others = {suffix: data for suffix, data in self._saved().items() if suffix != ".nc"}
         if not others:
             self.store.notify("This result has no weights file to export.", "error")
             return io.BytesIO()
-        self.weights.filename = f"phyvae_model{others[0].suffix}"
-        return io.BytesIO(others[0].read_bytes())
+        suffix, data = next(iter(others.items()))
+        self.weights.filename = f"phyvae_model{suffix}"
+        return io.BytesIO(data)
 
     def _labels(self, fmt):
         labels = np.asarray(self.store.labels.values)
