@@ -195,9 +195,13 @@ def run(n: int, storms: int, presses: int, settle: float, browser) -> dict:
             time.sleep(1.5)
             for page, dashboard, value in zip(pages, dashboards, expected):
                 store = dashboard.store
-                ok = (store.patch_size == value and _slider_text(page).endswith(f": {value}")
-                      and store.result is not None and store.result.attrs["patch_size"] == value)
+                slider = _slider_text(page).rsplit(":", 1)[-1].strip()
+                fitted = None if store.result is None else store.result.attrs["patch_size"]
+                ok = store.patch_size == value and slider == str(value) and fitted == value
                 lost += not ok
+                if not ok:  # which part missed the last press: the page, the store or the result
+                    print(f"storm {storm}: pressed to {value}; slider shows {slider}, store "
+                          f"{store.patch_size}, result {fitted}", flush=True)
         row["lost last settings"] = f"{lost} / {storms * n}"
         errors = sum(len(page.errors) for page in pages)
         for page in pages:
