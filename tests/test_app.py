@@ -3,6 +3,7 @@
 Tiny images (32 x 32) and a few epochs keep every test to seconds. Training runs in
 the store's background thread, so each test waits for it (`Store.wait`).
 """
+import holoviews as hv
 import numpy as np
 import panel as pn
 import param
@@ -191,7 +192,21 @@ def test_views_render_before_and_after_training(store):
     assert store.outcome.baseline is not None and store.baseline_labels is not None
     store.point = (3, 3)
     store.select_indices([0, 8, 16])
-    pn.panel(dashboard).get_root()
+    root = pn.panel(dashboard).get_root()
+    # What the page shows: two latent maps drawn from the result, the domains' summary,
+    # the patch and its reconstruction, and the weight-0 comparison.
+    shown = [m for m in root.references() if type(m).__name__ == "Image" and hasattr(m, "image")]
+    assert len(shown) >= 1
+    z = store.result["z_mean"].values
+    maps = [live.source.data["image"][0] for live in dashboard.latent_maps._maps]
+    assert len(maps) == 2 and all(m.shape == z.shape[1:] for m in maps)
+    assert sorted(np.round([m.mean() for m in maps], 5)) == sorted(np.round(z.mean(axis=(1, 2)), 5))
+    n = int(store.labels.max()) + 1
+    assert f"**{n} domains**" in dashboard.image_view.summary.object
+    patch = dashboard.patch._plot(store.point, store.outcome, store.selection)
+    assert isinstance(patch, hv.Layout) and len(patch) == 2  # input above reconstruction
+    comparison = dashboard.comparison._plot(store.outcome, store.baseline_labels)
+    assert isinstance(comparison, hv.Layout) and len(comparison) == 4
 
 
 def test_comparison_switched_on_after_a_fit_shows_the_weight0_domains(store):
@@ -239,7 +254,12 @@ def test_spectral_data_render():
     assert store.status == "done", store.messages
     store.select_indices([0, 1])
     pn.panel(dashboard).get_root()
-    assert dashboard.patch._plot(store.point, store.outcome, store.selection) is not None
+    plot = dashboard.patch._plot(store.point, store.outcome, store.selection)
+    # The spectrum, its reconstruction and the brushed mean, on the energy axis.
+    assert isinstance(plot, hv.Overlay)
+    curves = list(plot)
+    assert [curve.label for curve in curves] == ["spectrum", "reconstruction", "mean of 2 brushed"]
+    assert curves[0].kdims[0].name == "energy" and len(curves[0]) == 12
 
 
 def test_exports(store, tmp_path, monkeypatch):
