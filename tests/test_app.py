@@ -3,6 +3,7 @@
 Tiny images (32 x 32) and a few epochs keep every test to seconds. Training runs in
 the store's background thread, so each test waits for it (`Store.wait`).
 """
+import holoviews as hv
 import numpy as np
 import panel as pn
 import param
@@ -191,7 +192,21 @@ def test_views_render_before_and_after_training(store):
     assert store.outcome.baseline is not None and store.baseline_labels is not None
     store.point = (3, 3)
     store.select_indices([0, 8, 16])
-    pn.panel(dashboard).get_root()
+    root = pn.panel(dashboard).get_root()
+    # What the page shows: two latent maps drawn from the result, the domains' summary,
+    # the patch and its reconstruction, and the weight-0 comparison.
+    shown = [m for m in root.references() if type(m).__name__ == "Image" and hasattr(m, "image")]
+    assert len(shown) >= 1
+    z = store.result["z_mean"].values
+    maps = [live.source.data["image"][0] for live in dashboard.latent_maps._maps]
+    assert len(maps) == 2 and all(m.shape == z.shape[1:] for m in maps)
+    assert sorted(np.round([m.mean() for m in maps], 5)) == sorted(np.round(z.mean(axis=(1, 2)), 5))
+    n = int(store.labels.max()) + 1
+    assert f"**{n} domains**" in dashboard.image_view.summary.object
+    patch = dashboard.patch._plot(store.point, store.outcome, store.selection)
+    assert isinstance(patch, hv.Layout) and len(patch) == 2  # input above reconstruction
+    comparison = dashboard.comparison._plot(store.outcome, store.baseline_labels)
+    assert isinstance(comparison, hv.Layout) and len(comparison) == 4
 
 
 def test_comparison_switched_on_after_a_fit_shows_the_weight0_domains(store):
@@ -239,11 +254,17 @@ def test_spectral_data_render():
     assert store.status == "done", store.messages
     store.select_indices([0, 1])
     pn.panel(dashboard).get_root()
-    assert dashboard.patch._plot(store.point, store.outcome, store.selection) is not None
+    plot = dashboard.patch._plot(store.point, store.outcome, store.selection)
+    # The spectrum, its reconstruction and the brushed mean, on the energy axis.
+    assert isinstance(plot, hv.Overlay)
+    curves = list(plot)
+    assert [curve.label for curve in curves] == ["spectrum", "reconstruction", "mean of 2 brushed"]
+    assert curves[0].kdims[0].name == "energy" and len(curves[0]) == 12
 
 
-def test_exports(store, tmp_path):
+def test_exports(store, tmp_path, monkeypatch):
     import json
+    import tempfile
 
     import tifffile
 
@@ -264,6 +285,12 @@ def test_exports(store, tmp_path):
     assert export._labels("png").getvalue()[:4] == b"\x89PNG"
     settings = json.loads(export._settings().getvalue())
     assert settings["settings"]["patch_size"] == 8 and settings["boundary_length_units"] == "nm"
+    # Downloads leave no temporary folder behind.
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    export._netcdf(), export._weights()
+    assert list(scratch.iterdir()) == []
 
 
 def test_scatter_rasterizes_many_points(store, monkeypatch):
@@ -386,3 +413,47 @@ def test_registry_spectral_map_trains_and_shows_spectra(shared_data, monkeypatch
     spectra = dashboard.patch._plot(store.point, store.outcome, store.selection)
     assert isinstance(spectra, hv.Overlay)
     assert {curve.label for curve in spectra} >= {"spectrum", "reconstruction"}
+
+
+# ---------------------------------------------------------------- the last setting wins
+def test_the_last_setting_wins_over_a_dataset_that_arrives_later(store):
+    """A dataset's recommended settings never undo a setting written after it was asked for."""
+    store.load_dataset("pfm_labyrinth")  # read in a thread; its settings arrive with it
+    store.patch_size = 6                 # the user moves a slider meanwhile
+    assert store.wait()
+    assert store.source == "pfm_labyrinth"
+    assert store.patch_size == 6
+    # The settings the user did not touch are the dataset's.
+    assert (store.latent_dim, store.boundary_weight) == (1, 10.0)
+    # A setting written before the request is the dataset's to change.
+    store.load_dataset("pfm_labyrinth")
+    assert store.wait()
+    assert store.patch_size == 16
+
+
+def test_a_burst_of_widget_changes_ends_on_the_last_values(store):
+    """Every widget shows the value set last; the store and the shown result agree with it."""
+    controls = Controls(store=store)
+    store.auto_train = True
+    shown = []
+    controls.patch_size.param.watch(lambda event: shown.append(event.new), "value")
+    for value in (9, 10, 11, 12, 10, 11):
+        release(controls.patch_size, value)
+        release(controls.stride, 3 if value % 2 else 4)
+        controls.weight_off.value = value % 2 == 1
+        release(controls.epochs, 2 + value % 2)
+    assert store.wait(120)
+    # No echo from the store moved the slider back to an older value along the way.
+    assert shown == [9, 10, 11, 12, 10, 11]
+    assert (controls.patch_size.value, controls.stride.value, controls.weight_off.value,
+            controls.epochs.value) == (11, 3, True, 3)
+    assert (store.patch_size, store.stride, store.boundary_weight, store.epochs) == (11, 3, 0.0, 3)
+    attrs = store.result.attrs
+    assert (attrs["patch_size"], attrs["stride"], attrs["boundary_weight"]) == (11, 3, 0.0)
+
+
+def test_the_store_sets_the_widgets_it_changes_itself(store):
+    """A setting the store (or a script) writes still shows in the widgets."""
+    controls = Controls(store=store)
+    store.patch_size = 14
+    assert controls.patch_size.value == 14

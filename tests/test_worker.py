@@ -77,6 +77,7 @@ def test_a_crashed_worker_is_an_error_not_a_hang(image):
 def test_store_with_a_worker_process(image):
     store = Store(image, auto_train=False, runner="process")
     try:
+        assert store._worker is None  # an idle session holds no process
         store.param.update(patch_size=8, stride=4, epochs=3)
         store.train()
         assert store.wait(120)

@@ -18,6 +18,7 @@ import xarray as xr
 from panel.viewable import Viewer
 
 # Absolute imports: `panel serve phyvae_dash/app/app.py` runs this file as a script.
+from phyvae_dash.app import offline  # first: it chooses the notebook resources
 from phyvae_dash.app import worker
 from phyvae_dash.app.store import Store
 from phyvae_dash.app.views import (ComparisonView, Controls, ExportView, ImageView, LatentMaps,
@@ -88,6 +89,7 @@ class Dashboard(Viewer):
             self._template = pn.template.FastListTemplate(
                 title=TITLE, sidebar=[self._sidebar], main=[self._main], accent=ACCENT,
                 sidebar_width=330, main_layout=None, theme_toggle=False,
+                design=offline.OfflineFast, font=offline.SYSTEM_FONT,
             )
         return self._template
 
@@ -107,7 +109,8 @@ class Dashboard(Viewer):
     def __panel__(self):
         # Without a server or notebook loop, training updates wait for this thread: show them.
         self.store.apply_updates()
-        return pn.Row(pn.Column(self._sidebar, width=330), self._main, sizing_mode="stretch_width")
+        return pn.Row(pn.Column(self._sidebar, width=330), self._main, sizing_mode="stretch_width",
+                      hooks=[offline.inline_stylesheets])
 
 
 def _in_server_session() -> bool:

@@ -227,6 +227,11 @@ class Store(param.Parameterized):
         self._loader: threading.Thread | None = None
         self._lock = threading.RLock()
         self._pending: queue.SimpleQueue = queue.SimpleQueue()
+        # The last setting always wins: every write of a setting from outside the store
+        # (a widget, a script) gets a number; settings that the store itself brings later
+        # (a dataset's recommended ones) skip any setting written after they were asked for.
+        self._writes = itertools.count(1)
+        self._written: dict[str, int] = {}
         # The session's document: background threads schedule their updates on it.
         self._doc = pn.state.curdoc if pn.state.curdoc and pn.state.curdoc.session_context else None
         # Without a document, the loop this store was made on (a notebook's), if any.
@@ -238,7 +243,10 @@ class Store(param.Parameterized):
             interactive = self._doc is not None or self._loop is not None
             with param.edit_constant(self):
                 self.runner = os.environ.get("PHYVAE_DASH_RUNNER") or ("process" if interactive else "thread")
-        self._worker = worker.acquire() if self.runner == "process" else None
+        # The worker process starts with the first fit: a session that never trains
+        # (a page left open) costs no process and no model memory.
+        self._worker = None
+        self._worker_lock = threading.Lock()
         if self._doc is not None:
             # A closed browser tab must not leave its training (or its process) running.
             pn.state.on_session_destroyed(lambda context: self.close())
@@ -249,6 +257,7 @@ class Store(param.Parameterized):
             demo = DEFAULT_DEMO if DEFAULT_DEMO in names else (names[0] if names else None)
             if demo is not None:
                 self._set_data(*self._read_dataset(demo))
+        self.param.watch(self._note_writes, [*SETTINGS, "n_domains", "compare"])
         self.param.watch(self._on_settings, [*SETTINGS, "compare"])
         self.param.watch(self._on_n_domains, ["n_domains"])
 
@@ -277,8 +286,24 @@ class Store(param.Parameterized):
             return loaded["image"], name, loaded.get("labels"), {**PRESETS.get(name, {}), **known}
         return loaded, name, None, PRESETS.get(name, {})
 
-    def _set_data(self, image, source, truth=None, recommended=None):
-        """Show new data: reset results and apply recommended settings, then retrain."""
+    def _note_writes(self, *events):
+        for event in events:
+            self._written[event.name] = next(self._writes)
+
+    def written_since(self, mark: int) -> set[str]:
+        """The settings written (by the user or a script) after `mark` (see :meth:`mark`)."""
+        return {name for name, number in self._written.items() if number > mark}
+
+    def mark(self) -> int:
+        """A point in the sequence of setting writes, for :meth:`written_since`."""
+        return max(self._written.values(), default=0)
+
+    def _set_data(self, image, source, truth=None, recommended=None, requested_at=None):
+        """Show new data: reset results and apply recommended settings, then retrain.
+
+        Settings written after `requested_at` (a :meth:`mark` taken when the load was
+        asked for) keep their value: the user's last setting wins over the dataset's.
+        """
         channels = [ALL_CHANNELS]
         if image.ndim == 3 and image.dims[2] == "channel":
             channels += [str(c) for c in image["channel"].values]
@@ -294,6 +319,11 @@ class Store(param.Parameterized):
         elif "patch_size" not in settings:
             settings["patch_size"] = min(self.patch_size, max(2, smallest // 4))
         settings["patch_size"] = min(settings["patch_size"], smallest)
+        if requested_at is not None:
+            for name in self.written_since(requested_at):
+                settings.pop(name, None)
+            if "patch_size" not in settings and self.patch_size > smallest:
+                settings["patch_size"] = smallest  # the user's patch does not fit the new image
         self.param.channel.objects = channels
         self._recommended = dict(settings)
         self._cancel_job()
@@ -343,6 +373,8 @@ class Store(param.Parameterized):
         self._background(read, filename)
 
     def _background(self, read, what: str):
+        requested_at = self.mark()
+
         def work():
             try:
                 loaded = read()
@@ -353,7 +385,7 @@ class Store(param.Parameterized):
                 self._dispatch(None, self.notify,
                                f"Could not load {what}: {type(error).__name__}: {error}", "error")
             else:
-                self._dispatch(None, self._set_data, *loaded)
+                self._dispatch(None, partial(self._set_data, requested_at=requested_at), *loaded)
                 self._dispatch(None, self.notify, f"Loaded {what}.", "success")
 
         self._loader = threading.Thread(target=work, name="phyvae-dash-load", daemon=True)
@@ -448,11 +480,14 @@ class Store(param.Parameterized):
 
     def _fit(self, image, **kwargs):
         """`fit` in this store's worker process, or here when it has none."""
-        if self._worker is None:
+        if self.runner != "process":
             return pvd.fit(image, **kwargs)
-        if not self._worker.alive:  # it crashed (out of memory?): the next fit gets a new one
-            self._worker = worker.acquire()
-        return self._worker.fit(image, **kwargs)
+        with self._worker_lock:
+            # None before the first fit; dead after a crash (out of memory?): a new one.
+            if self._worker is None or not self._worker.alive:
+                self._worker = worker.acquire()
+            fit_worker = self._worker
+        return fit_worker.fit(image, **kwargs)
 
     def wait(self, timeout: float = 60.0) -> bool:
         """Block until the current load and job are done (for tests, scripts, benchmarks).
@@ -488,7 +523,7 @@ class Store(param.Parameterized):
 
     def _run(self, job: Job):
         """Body of the training thread."""
-        if self._doc is not None and self._worker is None:
+        if self._doc is not None and self.runner != "process":
             _leave_a_core_for_the_server()
         if job.previous is not None and job.previous.thread is not None:
             # The cancelled job stops within an epoch; waiting keeps the 2 cores for us.

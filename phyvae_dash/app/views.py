@@ -27,9 +27,26 @@ from panel.viewable import Viewer
 
 from phyvae_dash.data.attrs import as_list
 
+from . import offline  # noqa: F401  (first: it chooses the notebook resources)
+from .offline import ICONS, Markdown
 from .store import Store
 
-hv.extension("bokeh", logo=False)
+# inline: HoloViews otherwise links the notebook to cdn.bokeh.org, whatever Panel's setting.
+hv.extension("bokeh", logo=False, inline=pn.config.inline)
+
+
+def _sized_by_frame(plot, element):
+    """HoloViews marks a plot sized by ``frame_width``/``frame_height`` as ``fixed`` but
+    leaves its width and height unset, which Bokeh's validation reports (W-1005) on every
+    page load. Without a sizing mode Bokeh sizes the plot from its frame all the same."""
+    state = plot.state
+    if getattr(state, "sizing_mode", None) == "fixed" and (state.width is None or state.height is None):
+        state.sizing_mode = None
+
+
+hv.opts.defaults(*(getattr(hv.opts, element)(hooks=[_sized_by_frame])
+                   for element in ("Image", "Points", "Curve", "Path", "Histogram", "Contours",
+                                   "Overlay", "NdOverlay")))
 
 #: Above this many scan positions the latent scatter is rasterized (datashader).
 RASTERIZE_POINTS = 40_000
@@ -52,7 +69,9 @@ def card(*objects, title: str, width: int | None = None, **kwargs) -> pn.Card:
     ``min_width`` into the space its row leaves (rather than taking a row of its own).
     """
     stretch = {"styles": {"flex": f"1 1 {kwargs.get('min_width', 300)}px"}}
-    options = {**CARD, **({"sizing_mode": "fixed", "width": width} if width else stretch), **kwargs}
+    # A fixed width, not sizing_mode="fixed": Bokeh's "fixed" wants a height too (W-1005),
+    # and the card's height follows its content.
+    options = {**CARD, **({"sizing_mode": None, "width": width} if width else stretch), **kwargs}
     return pn.Card(*objects, title=title, **options)
 
 
@@ -124,6 +143,7 @@ class Controls(View):
         super().__init__(**params)
         store = self.store
         self._syncing = False
+        self._writing = False
         # ---- data
         self.dataset = pn.widgets.Select(name="Dataset", options=self._dataset_options(),
                                          value=store.source if store.source in self._dataset_options() else None)
@@ -143,13 +163,13 @@ class Controls(View):
             format="0.0")
         self.weight_off = pn.widgets.Checkbox(name="Boundary loss off (weight 0)",
                                               value=store.boundary_weight == 0)
-        self.weight_text = pn.pane.Markdown(self._weight_label(), margin=(-10, 10, 0, 10))
+        self.weight_text = Markdown(self._weight_label(), margin=(-10, 10, 0, 10))
         self.epochs_auto = pn.widgets.Checkbox(name="Epochs: automatic", value=store.epochs is None)
         self.epochs = pn.widgets.IntSlider(name="Epochs", start=1, end=200, value=store.epochs or 30,
                                            disabled=store.epochs is None)
         self.model = pn.widgets.Select.from_param(store.param.model, name="Model variant")
         self.transform = pn.widgets.Select.from_param(store.param.transform, name="Input transform")
-        self.transform_info = pn.pane.Markdown("", margin=(-10, 10, 0, 10), styles={"font-size": "0.85em"})
+        self.transform_info = Markdown("", margin=(-10, 10, 0, 10), styles={"font-size": "0.85em"})
         # ---- segmentation
         self.domains_auto = pn.widgets.Checkbox(name="Number of domains: automatic (BIC)",
                                                 value=store.n_domains is None)
@@ -158,12 +178,12 @@ class Controls(View):
         self.compare = pn.widgets.Toggle.from_param(
             store.param.compare, name="Compare with boundary weight 0", button_type="default")
         # ---- actions
-        self.train = pn.widgets.Button(name="Train", button_type="primary", icon="player-play")
-        self.cancel = pn.widgets.Button(name="Cancel", button_type="warning", icon="player-stop",
+        self.train = pn.widgets.Button(name="Train", button_type="primary", icon=ICONS["play"])
+        self.cancel = pn.widgets.Button(name="Cancel", button_type="warning", icon=ICONS["stop"],
                                         disabled=not store.running)
         self.auto_train = pn.widgets.Checkbox.from_param(store.param.auto_train,
                                                          name="Retrain when a setting changes")
-        self.device = pn.pane.Markdown(self._device_text(), margin=(0, 10))
+        self.device = Markdown(self._device_text(), margin=(0, 10))
         self.error = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width")
 
         self._link_throttled(self.patch_size, "patch_size")
@@ -188,12 +208,25 @@ class Controls(View):
 
     # -- store -> widgets (a new dataset brings recommended settings)
     def _sync_from_store(self, *events):
+        # A store change that a widget of this panel made is not shown back: the widget
+        # shows it already, and an echo of an older value would move a widget the user
+        # has moved again since (the last setting must win).
+        if self._writing:
+            return
         # The widget watchers must not write these values back while they are shown.
         self._syncing = True
         try:
             self._show_settings()
         finally:
             self._syncing = False
+
+    def _write(self, **settings):
+        """Set store settings from the widgets (see `_sync_from_store`)."""
+        self._writing = True
+        try:
+            self.store.param.update(**settings)
+        finally:
+            self._writing = False
 
     def _show_settings(self):
         store = self.store
@@ -220,8 +253,8 @@ class Controls(View):
     def _link_throttled(self, widget, name):
         # Slider work happens on release only: dragging would start a fit per pixel.
         def update(event):
-            if not self._syncing:
-                setattr(self.store, name, event.new)
+            if not self._syncing and event.new is not None:
+                self._write(**{name: event.new})
         widget.param.watch(update, "value_throttled")
 
     def _on_weight(self, event):
@@ -229,20 +262,20 @@ class Controls(View):
             return
         weight = 0.0 if self.weight_off.value else round(10 ** self.log_weight.value, 4)
         self.log_weight.disabled = self.weight_off.value
-        self.store.boundary_weight = weight
+        self._write(boundary_weight=weight)
         self.weight_text.object = self._weight_label()
 
     def _on_epochs(self, event):
         if self._syncing:
             return
         self.epochs.disabled = self.epochs_auto.value
-        self.store.epochs = None if self.epochs_auto.value else self.epochs.value
+        self._write(epochs=None if self.epochs_auto.value else self.epochs.value)
 
     def _on_domains(self, event):
         if self._syncing:
             return
         self.n_domains.disabled = self.domains_auto.value
-        self.store.n_domains = None if self.domains_auto.value else self.n_domains.value
+        self._write(n_domains=None if self.domains_auto.value else self.n_domains.value)
 
     def _on_dataset(self, event):
         if not self._syncing and event.new and event.new != self.store.source:
@@ -283,7 +316,7 @@ class Controls(View):
 
     def __panel__(self):
         return pn.Column(
-            pn.Card(self.dataset, pn.pane.Markdown("Or upload a file (.npy, .tif, .h5, .dm3, …):",
+            pn.Card(self.dataset, Markdown("Or upload a file (.npy, .tif, .h5, .dm3, …):",
                                                    margin=(0, 10)),
                     self.upload, self.channel, title="Data", **CARD),
             pn.Card(self.patch_size, self.stride, self.latent_dim, self.log_weight,
@@ -321,7 +354,7 @@ class ImageView(View):
         self.plot = (base * domains * walls * highlight).opts(
             hv.opts.Image(tools=["box_select", "tap"], active_tools=["box_select"], framewise=True),
             hv.opts.Overlay(framewise=True))
-        self.summary = pn.pane.Markdown(self._summary(), margin=(0, 10))
+        self.summary = Markdown(self._summary(), margin=(0, 10))
         store.param.watch(lambda *events: setattr(self.summary, "object", self._summary()),
                           ["boundary_len", "labels", "source"])
 
@@ -514,7 +547,7 @@ class LatentMaps(View):
         if n != len(self._maps) or n == 0:
             self._maps = [_LiveMap(self.store, i, *self._ranges) for i in range(n)]
             self._row[:] = ([pn.pane.Bokeh(live.figure) for live in self._maps] if n else
-                            [pn.pane.Markdown("*Latent maps appear after the first epoch.*")])
+                            [Markdown("*Latent maps appear after the first epoch.*")])
             self._frame = None
         if n == 0:
             return
@@ -576,8 +609,8 @@ class LatentScatter(View):
         self.clear.on_click(lambda event: store.clear_selection())
         store.param.watch(self._update_options, ["result"])
         self._update_options()
-        self._holder = pn.pane.HoloViews(sizing_mode="fixed", css_classes=["pvd-scatter"])
-        self.hint = pn.pane.Markdown("", margin=(0, 10), styles={"font-size": "0.85em"})
+        self._holder = pn.pane.HoloViews(css_classes=["pvd-scatter"])
+        self.hint = Markdown("", margin=(0, 10), styles={"font-size": "0.85em"})
         store.param.watch(self._maybe_rebuild, ["result"])
         self._mode = None
         self._maybe_rebuild()
@@ -749,7 +782,7 @@ class PatchView(View):
         # A function pane, not a DynamicMap: the plot is a Layout of patches or curves.
         self._pane = pn.panel(pn.bind(self._plot, point=store.param.point, outcome=store.param.outcome,
                                       selection=store.param.selection))
-        self.caption = pn.pane.Markdown("", margin=(0, 10), styles={"font-size": "0.85em"})
+        self.caption = Markdown("", margin=(0, 10), styles={"font-size": "0.85em"})
         store.param.watch(self._caption, ["point", "outcome"])
         self._caption()
 
@@ -776,7 +809,7 @@ class PatchView(View):
     def _plot(self, point=None, outcome=None, selection=None):
         position = self._position()
         if position is None:
-            return pn.pane.Markdown("*The input at a position and its reconstruction appear after "
+            return Markdown("*The input at a position and its reconstruction appear after "
                                     "training.*", width=360)
         inputs = outcome.inputs[position]
         recon = None
@@ -844,7 +877,7 @@ class ManifoldView(View):
     def _plot(self, outcome=None):
         manifold = None if outcome is None else outcome.manifold
         if manifold is None:
-            return pn.pane.Markdown("*Patches decoded over the latent plane appear after training.*",
+            return Markdown("*Patches decoded over the latent plane appear after training.*",
                                     width=300)
         if isinstance(manifold, xr.DataArray) and "channel" in manifold.dims:
             manifold = manifold.isel(channel=0)  # multi-channel patches: the first channel
@@ -882,7 +915,7 @@ class ManifoldView(View):
             return hv.Path(paths, kdims=["z0 (grid step)", "z1 (grid step)"]).opts(
                 color="#1f77b4", frame_width=260, frame_height=260,
                 title="Decoded spectra over (z0, z1)")
-        return pn.pane.Markdown(f"*No view for a manifold of shape {values.shape}.*")
+        return Markdown(f"*No view for a manifold of shape {values.shape}.*")
 
     def __panel__(self):
         return card(self._pane, title="Latent manifold", min_width=340)
@@ -903,7 +936,7 @@ class TrainingView(View):
         store = self.store
         self.bar = pn.indicators.Progress(value=0, max=1, bar_color="primary", sizing_mode="stretch_width",
                                           height=14)
-        self.text = pn.pane.Markdown(self._text(), margin=(0, 10))
+        self.text = Markdown(self._text(), margin=(0, 10))
         self._figure, self._source = self._loss_figure()
         self._sent: dict[str, list] = {}
         self._losses = pn.pane.Bokeh(self._figure)
@@ -993,7 +1026,7 @@ class ComparisonView(View):
     def _plot(self, outcome=None, labels=None):
         store = self.store
         if outcome is None or outcome.baseline is None or labels is None or store.labels is None:
-            return pn.pane.Markdown(
+            return Markdown(
                 "Switch **Compare with boundary weight 0** on to train the same settings without "
                 "the boundary loss and see its effect side by side." if not store.compare else
                 "*The weight-0 comparison appears when both trainings have finished.*")
@@ -1045,26 +1078,26 @@ class ExportView(View):
         self.netcdf.disabled = self.weights.disabled = self.settings.disabled = not has_result
         self.tiff.disabled = self.png.disabled = not has_labels
 
-    def _saved(self):
-        """The result saved by the model layer (NetCDF + weights) into a fresh folder."""
+    def _saved(self) -> dict[str, bytes]:
+        """The result as the model layer saves it (NetCDF + weights file), as bytes by
+        suffix; written to a temporary folder that is removed at once."""
         from phyvae_dash.models import persist
-        folder = Path(tempfile.mkdtemp(prefix="phyvae-dash-export-"))
-        path = folder / "result.nc"
-        persist.save(self.store.result, path)
-        return folder, path
+        with tempfile.TemporaryDirectory(prefix="phyvae-dash-export-") as folder:
+            path = Path(folder) / "result.nc"
+            persist.save(self.store.result, path)
+            return {file.suffix: file.read_bytes() for file in Path(folder).iterdir() if file.is_file()}
 
     def _netcdf(self):
-        folder, path = self._saved()
-        return io.BytesIO(path.read_bytes())
+        return io.BytesIO(self._saved()[".nc"])
 
     def _weights(self):
-        folder, path = self._saved()
-        others = [p for p in folder.iterdir() if p != path and p.is_file()]
+        others = {suffix: data for suffix, data in self._saved().items() if suffix != ".nc"}
         if not others:
             self.store.notify("This result has no weights file to export.", "error")
             return io.BytesIO()
-        self.weights.filename = f"phyvae_model{others[0].suffix}"
-        return io.BytesIO(others[0].read_bytes())
+        suffix, data = next(iter(others.items()))
+        self.weights.filename = f"phyvae_model{suffix}"
+        return io.BytesIO(data)
 
     def _labels(self, fmt):
         labels = np.asarray(self.store.labels.values)
