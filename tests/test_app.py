@@ -12,10 +12,10 @@ import xarray as xr
 
 import phyvae_dash as pvd
 from phyvae_dash.app.app import Dashboard
-from phyvae_dash.app.store import Store
+from phyvae_dash.app.store import Store, automatic_settings
 from phyvae_dash.app.views import Controls, PatchView
 
-SMALL = dict(patch_size=8, stride=4, epochs=2, latent_dim=2)
+SMALL = dict(patch_size=8, stride=4, epochs=2, latent_dim=2, transform="patch")
 
 
 def two_domains(size=32, seed=0):
@@ -70,13 +70,14 @@ def test_default_store_opens_on_the_demo():
     assert store.model in ("vae", "shift", "rotation") and "auto" in store.param.transform.objects
 
 
-def test_a_preset_transform_is_reported_as_recommended_not_user_chosen():
+def test_an_automatic_transform_is_reported_with_its_reason_not_as_user_chosen():
     store = Store(pvd.synthetic.make("pfm_labyrinth", shape=(48, 48))["image"], auto_train=False)
-    store._set_data(store.data, "pfm_labyrinth", recommended={"transform": "patch", **SMALL})
-    store.auto_train = False
+    store.param.update(epochs=2)
+    automatic = store.auto_settings["transform"]
+    reason = next(r for r in store.auto_reasons if r.startswith("transform "))
     store.train()
     assert store.wait(60)
-    assert store.transform_info == "patch: recommended for pfm_labyrinth"
+    assert f"transform {store.transform_info}" == reason and store.transform == automatic
     store.transform = "fft"  # now the user's own choice
     store.train()
     assert store.wait(60)
@@ -423,12 +424,13 @@ def test_the_last_setting_wins_over_a_dataset_that_arrives_later(store):
     assert store.wait()
     assert store.source == "pfm_labyrinth"
     assert store.patch_size == 6
-    # The settings the user did not touch are the dataset's.
-    assert (store.latent_dim, store.boundary_weight) == (1, 10.0)
+    # The settings the user did not touch are the dataset's (chosen from it).
+    chosen = automatic_settings(pvd.datasets.load_dataset("pfm_labyrinth")["image"])
+    assert (store.latent_dim, store.boundary_weight) == (chosen["latent_dim"], chosen["boundary_weight"])
     # A setting written before the request is the dataset's to change.
     store.load_dataset("pfm_labyrinth")
     assert store.wait()
-    assert store.patch_size == 16
+    assert store.patch_size == chosen["patch_size"]
 
 
 def test_a_burst_of_widget_changes_ends_on_the_last_values(store):
@@ -457,3 +459,20 @@ def test_the_store_sets_the_widgets_it_changes_itself(store):
     controls = Controls(store=store)
     store.patch_size = 14
     assert controls.patch_size.value == 14
+
+
+def test_the_dashboard_starts_from_the_automatic_settings_and_returns_to_them():
+    """New data arrives with the settings `choose_settings` picks for it, shown with their
+    reasons; a slider overrides one, and "Auto" brings every one back."""
+    store = Store(two_domains(), auto_train=False)
+    chosen = pvd.choose_settings(store.image)
+    assert store.auto_settings and store.patch_size == chosen.patch_size
+    assert store.stride == chosen.stride and store.transform == chosen.transform
+    assert store.auto_reasons == chosen.reason_list()
+    controls = Controls(store=store)
+    text = controls.auto_reasons.object
+    assert f"patch_size {chosen.patch_size}:" in text and "Chosen from the data" in text
+    release(controls.patch_size, chosen.patch_size + 2)
+    assert store.patch_size == chosen.patch_size + 2  # the user's setting is kept
+    controls.use_auto.clicks += 1
+    assert store.patch_size == chosen.patch_size and store.stride == chosen.stride

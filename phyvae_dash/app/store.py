@@ -138,6 +138,26 @@ class Outcome:
     partial: bool = False  # only the fit (a comparison run): inputs, reconstruction still to do
 
 
+AUTO_REASONS = "_auto_reasons"
+
+
+def automatic_settings(image: xr.DataArray) -> dict:
+    """The settings `pvd.choose_settings` picks for ``image`` that the dashboard has
+    controls for, clipped to the controls' ranges, with the reasons under
+    `AUTO_REASONS`; ``{}`` when the image is too small for automatic settings (the
+    controls then keep their values)."""
+    try:
+        choice = pvd.choose_settings(image)
+    except PhyvaeDashError as error:
+        log.info("no automatic settings: %s", error)
+        return {}
+    chosen = {k: v for k, v in choice.fit_kwargs().items() if k in SETTINGS}
+    for name in ("patch_size", "stride", "latent_dim"):
+        low, high = Store.param[name].bounds
+        chosen[name] = int(min(max(chosen[name], low), high))
+    return {**chosen, AUTO_REASONS: choice.reason_list()}
+
+
 class Store(param.Parameterized):
     """State of one dashboard session: data, settings, the running job and its results.
 
@@ -209,6 +229,10 @@ class Store(param.Parameterized):
     baseline_labels = param.ClassSelector(class_=xr.DataArray)
     baseline_len = param.Parameter(default=None, doc="Boundary length of the weight-0 fit.")
     transform_info = param.String(default="")
+    auto_settings = param.Dict(default={}, doc="The settings chosen from the current data "
+                               "(`choose_settings`): what `use_automatic` returns to.")
+    auto_reasons = param.List(default=[], item_type=str,
+                              doc="Why each automatic setting was chosen, one line each.")
     selection = param.Array(default=None, allow_None=True,
                             doc="Boolean mask (n_y, n_x) of brushed positions.")
     point = param.Tuple(default=None, allow_None=True, length=2,
@@ -251,7 +275,8 @@ class Store(param.Parameterized):
             # A closed browser tab must not leave its training (or its process) running.
             pn.state.on_session_destroyed(lambda context: self.close())
         if image is not None:
-            self._set_data(image, source=image.attrs.get("source") or image.name or "your image")
+            self._set_data(image, source=image.attrs.get("source") or image.name or "your image",
+                           recommended=automatic_settings(image))
         else:
             names = dataset_names()
             demo = DEFAULT_DEMO if DEFAULT_DEMO in names else (names[0] if names else None)
@@ -277,14 +302,18 @@ class Store(param.Parameterized):
         return image_kind(self.data) if self.data is not None else "image"
 
     def _read_dataset(self, name: str):
+        """A registry entry, and the settings it starts from: the automatic choices (the
+        presets are documentation, not what the dashboard relies on)."""
         loaded = pvd.datasets.load_dataset(name)
+        known = {}
         if isinstance(loaded, xr.Dataset):
             # A phantom knows how many domain levels it has: segment into that many.
-            known = {k: loaded.attrs[k] for k in ("patch_size", "stride") if k in loaded.attrs}
             if "n_labels" in loaded.attrs:
                 known["n_domains"] = int(loaded.attrs["n_labels"])
-            return loaded["image"], name, loaded.get("labels"), {**PRESETS.get(name, {}), **known}
-        return loaded, name, None, PRESETS.get(name, {})
+            image, truth = loaded["image"], loaded.get("labels")
+        else:
+            image, truth = loaded, None
+        return image, name, truth, {**automatic_settings(image), **known}
 
     def _note_writes(self, *events):
         for event in events:
@@ -307,9 +336,11 @@ class Store(param.Parameterized):
         channels = [ALL_CHANNELS]
         if image.ndim == 3 and image.dims[2] == "channel":
             channels += [str(c) for c in image["channel"].values]
-        settings = {k: v for k, v in (recommended or {}).items()
-                    if k in self.param and k in SETTINGS}
-        settings["n_domains"] = (recommended or {}).get("n_domains")
+        recommended = dict(recommended or {})
+        reasons = recommended.pop(AUTO_REASONS, [])
+        settings = {k: v for k, v in recommended.items() if k in self.param and k in SETTINGS}
+        automatic = dict(settings)
+        settings["n_domains"] = recommended.get("n_domains")
         smallest = min(image.sizes["y"], image.sizes["x"])
         if image_kind(image) == "spectral":
             # The model layer's spectral preset (the spectrum averaged over 3 x 3
@@ -326,6 +357,7 @@ class Store(param.Parameterized):
                 settings["patch_size"] = smallest  # the user's patch does not fit the new image
         self.param.channel.objects = channels
         self._recommended = dict(settings)
+        self.param.update(auto_settings=automatic, auto_reasons=list(reasons))
         self._cancel_job()
         with param.parameterized.discard_events(self):
             self.param.update(channel=ALL_CHANNELS, **settings)
@@ -337,6 +369,11 @@ class Store(param.Parameterized):
         )
         if self.auto_train:
             self.train()
+
+    def use_automatic(self):
+        """Return every model setting to what was chosen automatically for this data."""
+        if self.auto_settings:
+            self.param.update(**self.auto_settings)
 
     def load_dataset(self, name: str):
         """Load a built-in phantom or registry entry in the background, then retrain."""
@@ -368,7 +405,7 @@ class Store(param.Parameterized):
                     # Name the file as the user knows it, not by its temporary path.
                     raise type(error)(str(error).replace(str(path), filename)) from error
             image.attrs["source"] = filename
-            return image, filename, None, None
+            return image, filename, None, automatic_settings(image)
 
         self._background(read, filename)
 
@@ -726,8 +763,10 @@ class Store(param.Parameterized):
         result = outcome.result
         transform = result.attrs.get("transform", "")
         reason = result.attrs.get("transform_reason", "")
-        if transform == self._recommended.get("transform") == self.transform:
-            reason = f"recommended for {self.source}"  # `fit` only saw an explicit choice
+        if transform == self.auto_settings.get("transform") == self.transform:
+            # `fit` only saw an explicit choice: the dashboard's automatic one
+            reason = next((r.split(": ", 1)[1] for r in self.auto_reasons
+                           if r.startswith("transform ") and ": " in r), "chosen automatically")
         self.param.update(
             result=result, outcome=outcome, labels=labels,
             boundaries=boundaries, boundary_len=length, baseline_labels=baseline_labels,

@@ -170,8 +170,12 @@ class Controls(View):
         self.model = pn.widgets.Select.from_param(store.param.model, name="Model variant")
         self.transform = pn.widgets.Select.from_param(store.param.transform, name="Input transform")
         self.transform_info = Markdown("", margin=(-10, 10, 0, 10), styles={"font-size": "0.85em"})
+        # ---- the automatic choices, and a way back to them after moving a slider
+        self.auto_reasons = Markdown(self._auto_text(), margin=(0, 10), styles={"font-size": "0.85em"})
+        self.use_auto = pn.widgets.Button(name="Auto: settings chosen from the data",
+                                          button_type="default", disabled=not store.auto_settings)
         # ---- segmentation
-        self.domains_auto = pn.widgets.Checkbox(name="Number of domains: automatic (BIC)",
+        self.domains_auto = pn.widgets.Checkbox(name="Number of domains: automatic",
                                                 value=store.n_domains is None)
         self.n_domains = pn.widgets.IntSlider(name="Domains", start=1, end=8, value=store.n_domains or 2,
                                               disabled=store.n_domains is None)
@@ -198,6 +202,8 @@ class Controls(View):
         self.dataset.param.watch(self._on_dataset, "value")
         self.upload.param.watch(self._on_upload, "value")
         self.train.on_click(lambda event: store.train(force=True))
+        self.use_auto.on_click(lambda event: store.use_automatic())
+        store.param.watch(self._on_auto, ["auto_reasons", "auto_settings"])
         self.cancel.on_click(lambda event: store.cancel())
         store.param.watch(self._sync_from_store, ["patch_size", "stride", "latent_dim",
                                                   "boundary_weight", "epochs", "n_domains", "source"])
@@ -303,6 +309,17 @@ class Controls(View):
             names = [self.store.source, *names]
         return names
 
+    def _auto_text(self):
+        reasons = self.store.auto_reasons
+        if not reasons:
+            return "Settings: as set (no automatic choice for this data)."
+        return "**Chosen from the data** (every slider overrides):\n\n" + "\n".join(
+            f"* {line}" for line in reasons)
+
+    def _on_auto(self, *events):
+        self.auto_reasons.object = self._auto_text()
+        self.use_auto.disabled = not self.store.auto_settings
+
     def _weight_label(self):
         weight = self.store.boundary_weight
         return f"boundary weight = **{weight:.4g}**" + (" (physics prior off)" if weight == 0 else "")
@@ -319,7 +336,8 @@ class Controls(View):
             pn.Card(self.dataset, Markdown("Or upload a file (.npy, .tif, .h5, .dm3, …):",
                                                    margin=(0, 10)),
                     self.upload, self.channel, title="Data", **CARD),
-            pn.Card(self.patch_size, self.stride, self.latent_dim, self.log_weight,
+            pn.Card(self.use_auto, self.auto_reasons, self.patch_size, self.stride, self.latent_dim,
+                    self.log_weight,
                     self.weight_text, self.weight_off, self.epochs_auto, self.epochs, self.model,
                     self.transform, self.transform_info, title="Model", **CARD),
             pn.Card(self.domains_auto, self.n_domains, self.compare, title="Domains", **CARD),
@@ -406,7 +424,7 @@ class ImageView(View):
             return "*Domains appear when training has finished.*"
         n = int(store.labels.max()) + 1
         how = store.labels.attrs.get("n_domains_chosen_by", "")
-        how = " (chosen by BIC)" if how == "bic" else ""
+        how = f" (counted by {how})" if how and how != "user" else ""
         return (f"**{n} domains**{how} · total boundary length **{_format_length(store.boundary_len)}**"
                 " · box-select here to brush the scatter, click for a patch")
 
