@@ -415,7 +415,7 @@ def segment(
         )
     # These problems are small (a few thousand cells, a few latents): one thread is
     # fast, while BLAS/OpenMP worker threads that spin-wait on a busy CPU make them
-    # 10-100x slower (measured with several processes sharing two cores).
+    # far slower when several processes share the cores.
     with threadpool_limits(limits=1):
         predict = None
         if n_domains is None:

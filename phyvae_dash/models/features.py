@@ -68,9 +68,8 @@ TRANSFORMS = ("auto", "patch", "fft", "fft+mean", "spectrum", "eels", *features_
 LATTICE_PEAK_RATIO = 11.0
 
 #: "auto" uses |FFT| features when the lattice period fits at least this many times in
-#: a patch. Measured on the stripe phantom (period 11.3 px, patch 24, i.e. 2.1 periods,
-#: detected as 10.6-12.5 px at 128 px): |FFT| + GMM ARI 0.67-0.73, raw patches 0.0-0.4;
-#: below ~1.8 periods the reflection sits inside the window's central lobe.
+#: a patch: below ~1.8 periods the reflection sits inside the window's central lobe
+#: (``python benchmarks/quality.py --phantom bfo_stripes`` compares both inputs).
 MIN_PERIODS_PER_PATCH = 1.8
 #: Shortest period (px) taken for a lattice by `detect_lattice_period`.
 MIN_LATTICE_PERIOD_PX = 3.0
@@ -568,10 +567,9 @@ def prepare_inputs(image: xr.DataArray, patch_size: int, stride: int = 1,
         inputs in [0, 1], for a Bernoulli likelihood).
     mean_weight : float
         ``"fft+mean"``: total variance of the mean-intensity block relative to the
-        |FFT| block. 0.25 (measured): where domains differ in intensity it separates
-        them as well as 1 does, and where they do not (NiO-LSMO, same mean intensity)
-        a slow background in the mean block disturbs less (features + GMM, 96 px:
-        ARI 0.54 vs 0.0 on one seed, equal on the others).
+        |FFT| block. 0.25: where domains differ in intensity it separates them as well
+        as 1 does, and where they do not (NiO-LSMO, same mean intensity) a slow
+        background in the mean block disturbs less (``benchmarks/quality.py``).
     weighting : {"balanced", "noise"}
         ``"fft+mean"``: how the blocks are scaled (see `_combine`).
     neighbourhood : {"patch", "centre"}

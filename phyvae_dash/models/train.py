@@ -73,8 +73,8 @@ class Progress:
 
 
 def _adam(parameters, lr: float) -> torch.optim.Optimizer:
-    """Adam, fused into one kernel where this torch offers it (the same algorithm; on
-    the CPU its step is ~5x faster, ~1 % of a shift-model training step)."""
+    """Adam, fused into one kernel where this torch offers it (the same algorithm, in
+    fewer kernel launches; ``benchmarks/speed.py`` times the training step)."""
     parameters = list(parameters)
     try:
         return torch.optim.Adam(parameters, lr=lr, fused=True)
@@ -103,8 +103,8 @@ def choose_likelihood(data: np.ndarray) -> str:
     The authors used a Bernoulli likelihood on min-max-normalised intensities. On
     continuous data its curvature is weak (at most 1/4 per pixel), so the KL term wins
     and the latents collapse; a Gaussian with a learned noise scale follows the data's
-    actual noise level and separated domains better in our tests (ARI 0.97 vs 0.89 on
-    a noisy two-level disc). Bernoulli remains right for (nearly) binary images.
+    actual noise level and separated domains better on a noisy two-level disc
+    (tests/test_train.py). Bernoulli remains right for (nearly) binary images.
 
     Examples
     --------
