@@ -128,3 +128,9 @@ def test_single_channel_phase_image_is_chosen_for():
     phase.attrs.update({"phase_channels": [str(phase.name or "intensity")], "units": "deg"})
     choice = pvd.choose_settings(phase)
     assert choice.patch_size >= 2 and choice.reasons["patch_size"]
+
+
+def test_spectra_take_a_patch_of_one_position():
+    cube = xr.DataArray(np.random.default_rng(0).random((24, 24, 16)), dims=("y", "x", "energy"))
+    choice = pvd.choose_settings(cube, patch_size=1)
+    assert choice.patch_size == 1 and choice.reasons["patch_size"] == "set by the user"

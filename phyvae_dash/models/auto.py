@@ -418,8 +418,10 @@ def choose_settings(image: xr.DataArray, *, patch_size="auto", stride="auto",
                                             "cleanly than |FFT| (intensity domains)")
     else:
         reasons["patch_size"] = "set by the user"
-    if not (isinstance(patch_size, (int, np.integer)) and patch_size >= 2):
-        raise SettingsError(f"patch_size must be an integer >= 2 or 'auto', got {patch_size!r}")
+    smallest = 1 if spectral else 2  # a spectrum is an input on its own
+    if not (isinstance(patch_size, (int, np.integer)) and patch_size >= smallest):
+        raise SettingsError(f"patch_size must be an integer >= {smallest} or 'auto', "
+                            f"got {patch_size!r}")
     patch_size = int(patch_size)
 
     if transform == "auto":
