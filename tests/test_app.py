@@ -476,3 +476,31 @@ def test_the_dashboard_starts_from_the_automatic_settings_and_returns_to_them():
     assert store.patch_size == chosen.patch_size + 2  # the user's setting is kept
     controls.use_auto.clicks += 1
     assert store.patch_size == chosen.patch_size and store.stride == chosen.stride
+
+
+def test_4d_stem_shows_a_virtual_image_and_the_pattern_at_a_position():
+    """4D-STEM data: the image is a virtual ADF/BF image (selectable), and the patch view
+    shows the diffraction pattern at the clicked position and the brushed mean."""
+    from phyvae_dash.app.views import display_image
+    from phyvae_dash.data import fourd
+
+    data = pvd.synthetic.make("diffraction_grains", scan_shape=(16, 16), detector=24, seed=0).image
+    store = Store(data, auto_train=False)
+    assert store.kind == "diffraction" and store.patch_size == 1
+    adf = display_image(store)
+    assert adf.dims == ("y", "x") and adf.attrs["detector"] == "adf"
+    store.virtual_detector = "bf"
+    bf = display_image(store)
+    assert bf.attrs["detector"] == "bf" and not np.allclose(adf.values, bf.values)
+    store.epochs = 2
+    store.train()
+    assert store.wait(120) and store.result is not None
+    view = PatchView(store=store)
+    store.point = (3, 4)
+    store.select_indices([0, 1, 2])
+    layout = view._plot(store.point, store.outcome, store.selection)
+    assert isinstance(layout, hv.Layout) and len(layout) == 2
+    at = fourd.value_at(data, float(store.z_maps["y"][3]), float(store.z_maps["x"][4]))
+    shown = layout[0].dimension_values(2, flat=False)
+    np.testing.assert_allclose(np.sort(shown.ravel()), np.sort(np.log1p(at.values.ravel())), rtol=1e-6)
+    pn.panel(Dashboard(store=store)).get_root()  # the whole dashboard renders 4D data

@@ -48,6 +48,7 @@ import xarray as xr
 
 import phyvae_dash as pvd
 from phyvae_dash.app import worker
+from phyvae_dash.data.patches import patch_centres
 from phyvae_dash.errors import FitCancelled, PhyvaeDashError
 from phyvae_dash.models.features import PRESETS, TRANSFORMS
 from phyvae_dash.models.train import DEFAULT_BOUNDARY_WEIGHT, MODELS, pick_device
@@ -76,9 +77,12 @@ def dataset_names() -> list[str]:
 
 
 def image_kind(image: xr.DataArray) -> str:
-    """``"image"``, ``"channels"`` (multi-channel scan) or ``"spectral"`` (see ARCHITECTURE)."""
+    """``"image"``, ``"channels"`` (multi-channel scan), ``"spectral"`` or
+    ``"diffraction"`` (4D-STEM: a pattern per scan position; see ARCHITECTURE)."""
     if image.ndim == 2:
         return "image"
+    if image.ndim == 4:
+        return "diffraction"
     return "channels" if image.dims[2] == "channel" else "spectral"
 
 
@@ -185,9 +189,12 @@ class Store(param.Parameterized):
     truth = param.ClassSelector(class_=xr.DataArray, doc="A phantom's true labels, if any.")
     channel = param.Selector(default=ALL_CHANNELS, objects=[ALL_CHANNELS],
                              doc="Which channel of a multi-channel scan is used.")
+    virtual_detector = param.Selector(default="adf", objects=["adf", "bf"],
+                                      doc="4D-STEM: the virtual detector of the image shown.")
 
     # ---- settings (a change retrains, unless the result is cached)
-    patch_size = param.Integer(default=16, bounds=(2, 128))
+    patch_size = param.Integer(default=16, bounds=(1, 128),
+                               doc="Patch side; 1 (spectra, 4D-STEM): each position's own input.")
     stride = param.Integer(default=4, bounds=(1, 64))
     latent_dim = param.Integer(default=2, bounds=(1, 8))
     boundary_weight = param.Number(default=DEFAULT_BOUNDARY_WEIGHT, bounds=(0, None))
@@ -705,9 +712,9 @@ class Store(param.Parameterized):
         """Label a callback's bare latent maps with the patch-centre coordinates."""
         grid = getattr(job, "grid", None)
         if grid is None:
-            from phyvae_dash.data.patches import extract_patches
-            patches = extract_patches(job.image, job.settings["patch_size"], job.settings["stride"])
-            grid = job.grid = (patches["y"], patches["x"])
+            centres = patch_centres(job.image, job.settings["patch_size"], job.settings["stride"])
+            grid = job.grid = tuple(xr.DataArray(values, dims=dim, attrs=attrs, name=dim)
+                                    for dim, values, attrs in (centres["y"], centres["x"]))
         if z_mean.shape[1:] != (grid[0].size, grid[1].size):
             return None
         return xr.DataArray(z_mean, dims=("latent", "y", "x"),

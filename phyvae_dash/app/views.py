@@ -25,6 +25,7 @@ import xarray as xr
 from holoviews import streams
 from panel.viewable import Viewer
 
+from phyvae_dash.data import fourd
 from phyvae_dash.data.attrs import as_list
 
 from . import offline  # noqa: F401  (first: it chooses the notebook resources)
@@ -126,6 +127,8 @@ def display_image(store: Store) -> xr.DataArray | None:
         return data.sel(channel=channel)
     if store.kind == "spectral":
         return data.mean(data.dims[2], keep_attrs=True)
+    if store.kind == "diffraction":
+        return fourd.virtual_image(data, detector=store.virtual_detector).compute()
     return data
 
 
@@ -151,6 +154,11 @@ class Controls(View):
             accept=".npy,.npz,.tif,.tiff,.png,.jpg,.jpeg,.h5,.hf5,.hdf5,.nc,.dm3,.dm4,.emd,.hspy,.ibw,.mrc,.sxm",
             sizing_mode="stretch_width", css_classes=["pvd-upload"])
         self.channel = pn.widgets.Select.from_param(store.param.channel, name="Channel")
+        self.detector = pn.widgets.RadioButtonGroup.from_param(
+            store.param.virtual_detector, name="Virtual detector (4D-STEM)",
+            visible=store.kind == "diffraction")
+        store.param.watch(lambda *events: setattr(self.detector, "visible", store.kind == "diffraction"),
+                          ["data"])
         # ---- model settings: sliders act on release (value_throttled), see _link_throttled
         # css_classes name the controls for the browser tests.
         self.patch_size = pn.widgets.IntSlider(name="Patch size (px)", start=2, end=64, value=store.patch_size,
@@ -335,7 +343,7 @@ class Controls(View):
         return pn.Column(
             pn.Card(self.dataset, Markdown("Or upload a file (.npy, .tif, .h5, .dm3, …):",
                                                    margin=(0, 10)),
-                    self.upload, self.channel, title="Data", **CARD),
+                    self.upload, self.channel, self.detector, title="Data", **CARD),
             pn.Card(self.use_auto, self.auto_reasons, self.patch_size, self.stride, self.latent_dim,
                     self.log_weight,
                     self.weight_text, self.weight_off, self.epochs_auto, self.epochs, self.model,
@@ -356,7 +364,8 @@ class ImageView(View):
         store = self.store
         self.show_domains = pn.widgets.Checkbox(name="Domains", value=True, width=90)
         self.show_walls = pn.widgets.Checkbox(name="Walls", value=True, width=80, css_classes=["pvd-walls"])
-        base = hv.DynamicMap(self._image, streams={"data": store.param.data, "channel": store.param.channel})
+        base = hv.DynamicMap(self._image, streams={"data": store.param.data, "channel": store.param.channel,
+                                                   "detector": store.param.virtual_detector})
         domains = hv.DynamicMap(self._domains, streams={"labels": store.param.labels,
                                                         "show": self.show_domains.param.value})
         walls = hv.DynamicMap(self._walls, streams={"labels": store.param.labels,
@@ -376,7 +385,7 @@ class ImageView(View):
         store.param.watch(lambda *events: setattr(self.summary, "object", self._summary()),
                           ["boundary_len", "labels", "source"])
 
-    def _image(self, data=None, channel=None):
+    def _image(self, data=None, channel=None, detector=None):
         image = display_image(self.store)
         if image is None:
             return _empty_image("intensity")
@@ -829,6 +838,8 @@ class PatchView(View):
         if position is None:
             return Markdown("*The input at a position and its reconstruction appear after "
                                     "training.*", width=360)
+        if self.store.kind == "diffraction":
+            return self._patterns(position, selection)
         inputs = outcome.inputs[position]
         recon = None
         if outcome.reconstruction is not None and outcome.reconstruction.shape == outcome.inputs.shape:
@@ -836,6 +847,30 @@ class PatchView(View):
         if inputs.ndim == 1:
             return self._spectra(inputs, recon, outcome, selection)
         return self._patches(inputs, recon, outcome.result.attrs.get("input_channels", ()))
+
+    def _patterns(self, position, selection):
+        """4D-STEM: the diffraction pattern at the position (log scale) and the mean
+        pattern of the brushed positions. The model's inputs are features of the patterns
+        (profiles, virtual detectors), so the pattern itself is what a microscopist reads."""
+        z, data = self.store.z_maps, self.store.data
+        at = fourd.value_at(data, float(z["y"][position[0]]), float(z["x"][position[1]]))
+        tiles = [self._pattern_image(at, "pattern at the position")]
+        if selection is not None and selection.shape == z.shape[1:] and selection.any():
+            # The brushed grid cells, as a mask on the scan (nearest grid cell).
+            iy = np.abs(data["y"].values[:, None] - z["y"].values[None, :]).argmin(1)
+            ix = np.abs(data["x"].values[:, None] - z["x"].values[None, :]).argmin(1)
+            mask = selection[iy[:, None], ix[None, :]]
+            mean = fourd.selection_mean(data, mask)
+            tiles.append(self._pattern_image(mean, f"mean of {mean.attrs.get('n_positions', '?')} brushed"))
+        return hv.Layout(tiles).cols(2)
+
+    @staticmethod
+    def _pattern_image(pattern: xr.DataArray, title: str):
+        values = np.log1p(np.clip(np.asarray(pattern.values, dtype=float), 0, None))
+        ky, kx = pattern["ky"], pattern["kx"]
+        return hv.Image((kx.values, ky.values, values), kdims=[_dim("kx", kx), _dim("ky", ky)],
+                        vdims=[hv.Dimension("log_intensity", label="log(1 + counts)")]).opts(
+            cmap=IMAGE_CMAP, frame_width=180, frame_height=180, title=title, toolbar=None)
 
     def _spectral_axis(self, n):
         data = self.store.data
