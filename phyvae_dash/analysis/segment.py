@@ -25,7 +25,12 @@ from .maps import label_blocks, smooth_lazy, smooth_maps, subsample
 
 METHODS = ("auto", "gmm", "tied", "kmeans", "otsu")
 MAX_DOMAINS = 8
-CRITERIA = ("merge", "bic", "icl")
+CRITERIA = ("coherence", "merge", "bic", "icl")
+#: ``criterion="coherence"``: the largest count whose least coherent domain keeps at
+#: least this fraction of the two-domain split's spatial coherence.
+COHERENCE_RATIO = 0.8
+#: ``criterion="coherence"``: below this coherence even two domains are noise: 1 domain.
+MIN_COHERENCE = 0.2
 #: ``criterion="merge"``: two mixture components whose soft assignments overlap more
 #: than this (Bhattacharyya coefficient of their responsibilities) are one domain. Two
 #: equal Gaussian clusters reach it at a separation of about 4.3 standard deviations.
@@ -221,6 +226,66 @@ def _merged_mixture(vectors: np.ndarray, max_domains: int, seed: int):
     return resp.shape[1], predict, info
 
 
+def _same_label_fraction(grid: np.ndarray, n_labels: int):
+    """Per label: its share of the 4-neighbour pair ends, and the fraction of those
+    whose neighbour has the same label (pairs touching an invalid cell, -1, left out)."""
+    first = np.concatenate([grid[1:, :].ravel(), grid[:, 1:].ravel()])
+    second = np.concatenate([grid[:-1, :].ravel(), grid[:, :-1].ravel()])
+    keep = (first >= 0) & (second >= 0)
+    first, second = first[keep], second[keep]
+    ends = np.bincount(first, minlength=n_labels) + np.bincount(second, minlength=n_labels)
+    same = 2 * np.bincount(first[first == second], minlength=n_labels)
+    return ends / max(ends.sum(), 1), same / np.maximum(ends, 1)
+
+
+def spatial_coherence(grid: np.ndarray, n_labels: int) -> float:
+    """How much more often than chance the least coherent label's neighbours share it.
+
+    For each label: (fraction of its 4-neighbours with the same label - that fraction
+    for a random labelling with the same sizes) / (1 - the random fraction), a kappa
+    statistic: 1 for labels that form solid regions, 0 for salt-and-pepper. Returns the
+    minimum over labels (-1 when a label has no valid neighbour pair).
+    """
+    share, same = _same_label_fraction(grid, n_labels)
+    if (share <= 0).any() or (share >= 1).any():
+        return -1.0
+    return float(((same - share) / (1 - share)).min())
+
+
+def _coherent_count(features: np.ndarray, valid: np.ndarray, shape, max_domains: int,
+                    seed: int):
+    """Count domains as the largest k-means split whose clusters stay spatial regions.
+
+    Microscopy domains are contiguous regions of the scan grid. Splitting a domain in
+    latent space only along its noise gives interleaved labels of low spatial coherence
+    (`spatial_coherence`), while splitting two real domains apart gives solid regions;
+    feature-space criteria (BIC, merged mixtures) cannot tell these apart when the
+    domains' latent clusters overlap. The count is the largest one whose least coherent
+    cluster keeps `COHERENCE_RATIO` of the coherence of the two-cluster split; 1 when
+    even that split is below `MIN_COHERENCE`. Tuned with
+    ``benchmarks/auto_settings.py``'s families (fit latents cached, seeds 1 and 10
+    tuned, 11-12 held out).
+
+    Returns ``(n_domains, the fitted k-means' predict, info attrs)``.
+    """
+    from sklearn.cluster import KMeans
+
+    counts = list(range(2, min(max_domains, len(features)) + 1))
+    grid = np.full(valid.shape, -1, dtype=int)
+    scores, models = [], []
+    for k in counts:
+        model = KMeans(k, n_init=3, random_state=seed).fit(features)
+        grid[valid] = model.labels_
+        scores.append(spatial_coherence(grid.reshape(shape), k))
+        models.append(model)
+    info = {"coherence": scores, "coherence_n_domains": counts,
+            "coherence_ratio": float(COHERENCE_RATIO), "min_coherence": float(MIN_COHERENCE)}
+    if not counts or scores[0] < MIN_COHERENCE:
+        return 1, lambda v: np.zeros(len(v), dtype=int), info
+    best = max(i for i, score in enumerate(scores) if score >= COHERENCE_RATIO * scores[0])
+    return counts[best], models[best].predict, info
+
+
 def _clusterer(vectors: np.ndarray, n_domains: int, method: str, seed: int):
     """Fit the clustering on ``vectors``; return the function that labels vectors
     (these, or others from the same maps: the blocks of a dask-backed result)."""
@@ -269,7 +334,7 @@ def segment(
     latents=None,
     smooth: float = 0.0,
     standardize: str | None = "global",
-    criterion: str = "merge",
+    criterion: str = "coherence",
     max_domains: int = MAX_DOMAINS,
     seed: int = 0,
 ) -> xr.DataArray:
@@ -282,14 +347,14 @@ def segment(
         with ``z_mean`` of dims ``("latent", "y", "x")``, or such a DataArray of latent
         maps itself (a single ``("y", "x")`` map also works).
     n_domains : int, optional
-        Number of domains. ``None`` chooses it (see ``criterion``) from Gaussian
-        mixtures with 1 to ``max_domains`` components (for ``"otsu"``: on the one
-        latent used, up to 5); ``attrs["n_domains_chosen_by"]`` then names the
-        criterion, and ``attrs["bic"]``, ``attrs["icl"]`` hold both information
-        criteria for each count in ``attrs["bic_n_domains"]``.
+        Number of domains. ``None`` chooses 1 to ``max_domains`` (for ``"otsu"``: up
+        to 5) by ``criterion``; ``attrs["n_domains_chosen_by"]`` then names the
+        criterion, and the criterion's scores are in ``attrs`` (``"coherence"``,
+        or ``"bic"`` and ``"icl"`` for each count in ``attrs["bic_n_domains"]``).
     method : {"auto", "gmm", "tied", "kmeans", "otsu"}
         ``"auto"`` (default): ``"kmeans"`` when ``n_domains`` is given or counted by
-        ``criterion="merge"``, ``"gmm"`` when it is chosen by BIC or ICL (the mixture
+        ``criterion="coherence"`` or ``"merge"``, ``"gmm"`` when it is chosen by BIC or
+        ICL (the mixture
         it selected). Why not a mixture for
         a given count: latent clusters are not Gaussian (tight domain clusters joined
         by a bridge of wall cells, skewed tails), and a mixture spends a broad
@@ -317,12 +382,20 @@ def segment(
         matter but a latent that barely varies stays unimportant; ``"latent"``
         z-scores each latent separately (equal weight to every latent, noise-only ones
         included); ``None`` only centres.
-    criterion : {"merge", "bic", "icl"}
-        How ``n_domains=None`` chooses. ``"merge"`` (default): the BIC-best mixture,
-        then components merged while their soft assignments overlap (`MERGE_OVERLAP`);
-        the labels are those of the merged mixture (``method="auto"``/``"gmm"``) and
-        ``attrs["bic_components"]`` says how many components BIC wanted. Otherwise
-        the lowest Bayesian information criterion, or
+    criterion : {"coherence", "merge", "bic", "icl"}
+        How ``n_domains=None`` chooses. ``"coherence"`` (default): k-means splits into
+        2 to ``max_domains`` clusters, each scored by the spatial coherence of its least
+        coherent cluster on the grid (:func:`spatial_coherence`: 1 for solid regions, 0
+        for salt-and-pepper); the count is the largest split that keeps
+        `COHERENCE_RATIO` of the two-cluster split's coherence, and 1 when even that is
+        below `MIN_COHERENCE`. Domains are contiguous regions, so this counts them even
+        where their latent clusters overlap; ``attrs["coherence"]`` holds the score of
+        each count in ``attrs["coherence_n_domains"]``. ``"merge"``: the BIC-best
+        mixture, then components merged while their soft assignments overlap
+        (`MERGE_OVERLAP`); the labels are those of the merged mixture
+        (``method="auto"``/``"gmm"``) and ``attrs["bic_components"]`` says how many
+        components BIC wanted; it under-counts domains whose latent clusters overlap.
+        ``"bic"``/``"icl"``: the lowest Bayesian information criterion, or
         the lowest ICL (BIC plus twice the entropy of the soft assignments). BIC counts
         the Gaussians needed to *fit* the latent distribution and tends to split one
         domain whose latents are not Gaussian (wall cells between two domains, elongated
@@ -338,7 +411,7 @@ def segment(
         Integer labels ``0 .. n_domains - 1`` with dims ``("y", "x")`` and the result's
         coordinates; ``-1`` where a latent is not finite. Labels are ordered by the mean
         of the first used latent in each domain. ``attrs`` hold ``method``,
-        ``n_domains``, ``n_domains_chosen_by`` (``"user"``, ``"bic"`` or ``"icl"``),
+        ``n_domains``, ``n_domains_chosen_by`` (``"user"`` or the criterion),
         ``n_domains_found`` (fewer than ``n_domains`` when a cluster got no cell; labels
         stay contiguous), ``latents``, ``smooth``, ``standardize``, ``seed``,
         ``settings`` (all of them as JSON) and the fit's key settings prefixed ``fit_``
@@ -354,8 +427,9 @@ def segment(
     >>> labels = segment(maps, n_domains=2)
     >>> labels.values[0, :]
     array([0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
-    >>> segment(maps).attrs["n_domains"]      # counted by merging a BIC mixture
-    2
+    >>> counted = segment(maps)               # the count from spatial coherence
+    >>> counted.attrs["n_domains"], counted.attrs["n_domains_chosen_by"]
+    (2, 'coherence')
     """
     if method not in METHODS:
         raise SettingsError(f"segment method must be one of {METHODS}, not {method!r}")
@@ -376,7 +450,7 @@ def segment(
         raise SettingsError(f"standardize must be one of {STANDARDIZE}, not {standardize!r}")
 
     if method == "auto":
-        method = "gmm" if n_domains is None and criterion != "merge" else "kmeans"
+        method = "gmm" if n_domains is None and criterion in ("bic", "icl") else "kmeans"
     if method == "otsu" and latents is None:
         latents = [0]
     maps = _latent_maps(result, latents)
@@ -420,7 +494,13 @@ def segment(
         predict = None
         if n_domains is None:
             limit = min(max_domains, MAX_OTSU_CLASSES) if method == "otsu" else max_domains
-            if criterion == "merge":
+            if criterion == "coherence":
+                n_domains, coherent, info = _coherent_count(features, valid, (n_y, n_x),
+                                                            limit, seed)
+                attrs_bic = {"n_domains_chosen_by": "coherence", **info}
+                if method == "kmeans":
+                    predict = coherent
+            elif criterion == "merge":
                 n_domains, merged, info = _merged_mixture(features, limit, seed)
                 attrs_bic = {"n_domains_chosen_by": "merge", **info}
                 if method == "gmm":
