@@ -31,6 +31,9 @@ CRITERIA = ("coherence", "merge", "bic", "icl")
 COHERENCE_RATIO = 0.8
 #: ``criterion="coherence"``: below this coherence even two domains are noise: 1 domain.
 MIN_COHERENCE = 0.2
+#: ``criterion="coherence"``: beyond two domains, the latents must jump across every
+#: wall by at least this many times their typical step between neighbours in a domain.
+WALL_CONTRAST = 2.0
 #: ``criterion="merge"``: two mixture components whose soft assignments overlap more
 #: than this (Bhattacharyya coefficient of their responsibilities) are one domain. Two
 #: equal Gaussian clusters reach it at a separation of about 4.3 standard deviations.
@@ -226,11 +229,18 @@ def _merged_mixture(vectors: np.ndarray, max_domains: int, seed: int):
     return resp.shape[1], predict, info
 
 
+def _neighbour_pairs(grid: np.ndarray):
+    """Flat indices of the two cells of every 4-neighbour pair of a ``(y, x)`` grid."""
+    index = np.arange(grid.size).reshape(grid.shape)
+    first = np.concatenate([index[1:, :].ravel(), index[:, 1:].ravel()])
+    second = np.concatenate([index[:-1, :].ravel(), index[:, :-1].ravel()])
+    return first, second
+
+
 def _same_label_fraction(grid: np.ndarray, n_labels: int):
     """Per label: its share of the 4-neighbour pair ends, and the fraction of those
     whose neighbour has the same label (pairs touching an invalid cell, -1, left out)."""
-    first = np.concatenate([grid[1:, :].ravel(), grid[:, 1:].ravel()])
-    second = np.concatenate([grid[:-1, :].ravel(), grid[:, :-1].ravel()])
+    first, second = (grid.ravel()[cells] for cells in _neighbour_pairs(grid))
     keep = (first >= 0) & (second >= 0)
     first, second = first[keep], second[keep]
     ends = np.bincount(first, minlength=n_labels) + np.bincount(second, minlength=n_labels)
@@ -252,19 +262,51 @@ def spatial_coherence(grid: np.ndarray, n_labels: int) -> float:
     return float(((same - share) / (1 - share)).min())
 
 
+def wall_contrast(grid: np.ndarray, values: np.ndarray, n_labels: int) -> float:
+    """The weakest wall's latent jump, in units of the typical step inside domains.
+
+    For every pair of labels that meet, the median latent distance between the two
+    cells of their neighbour pairs, divided by the median over pairs of cells with the
+    same label; the minimum over label pairs (those meeting at 3 or more pairs when
+    any do). ``values`` are the ``(cells, latents)`` features, ``grid`` the labels
+    ``(y, x)`` (-1: invalid). NaN when no two labels meet.
+    """
+    first, second = _neighbour_pairs(grid)
+    labels = grid.ravel()
+    keep = (labels[first] >= 0) & (labels[second] >= 0)
+    first, second = first[keep], second[keep]
+    step = np.linalg.norm(values[first] - values[second], axis=1)
+    low = np.minimum(labels[first], labels[second])
+    high = np.maximum(labels[first], labels[second])
+    inside = low == high
+    if inside.sum() == 0 or inside.all():
+        return float("nan")
+    typical = max(float(np.median(step[inside])), 1e-12)
+    pair = low * n_labels + high
+    ids, counts = np.unique(pair[~inside], return_counts=True)
+    if (counts >= 3).any():
+        ids = ids[counts >= 3]
+    jumps = ndimage.median(step, labels=np.where(inside, -1, pair), index=ids)
+    return float(np.min(jumps) / typical)
+
+
 def _coherent_count(features: np.ndarray, valid: np.ndarray, shape, max_domains: int,
                     seed: int):
-    """Count domains as the largest k-means split whose clusters stay spatial regions.
+    """Count domains as the largest k-means split whose clusters are spatial domains.
 
-    Microscopy domains are contiguous regions of the scan grid. Splitting a domain in
-    latent space only along its noise gives interleaved labels of low spatial coherence
-    (`spatial_coherence`), while splitting two real domains apart gives solid regions;
-    feature-space criteria (BIC, merged mixtures) cannot tell these apart when the
-    domains' latent clusters overlap. The count is the largest one whose least coherent
-    cluster keeps `COHERENCE_RATIO` of the coherence of the two-cluster split; 1 when
-    even that split is below `MIN_COHERENCE`. Tuned with
-    ``benchmarks/auto_settings.py``'s families (fit latents cached, seeds 1 and 10
-    tuned, 11-12 held out).
+    Microscopy domains are contiguous regions of the scan grid with walls between
+    them. Splitting a domain in latent space along its noise gives interleaved labels
+    of low spatial coherence (`spatial_coherence`), and splitting it along a smooth
+    drift of its latents gives regions whose "walls" are no jump of the latents
+    (`wall_contrast`), while splitting two real domains gives solid regions with a
+    jump between them. Feature-space criteria (BIC, merged mixtures) cannot tell these
+    apart when the domains' latent clusters overlap. The count is the largest one
+    whose least coherent cluster keeps `COHERENCE_RATIO` of the coherence of the
+    two-cluster split and, beyond two, whose weakest wall has `WALL_CONTRAST`; 1 when
+    even the two-cluster split is below `MIN_COHERENCE`. The thresholds were chosen
+    on cached fit latents of ``benchmarks/auto_settings.py``'s families (phantom seeds 1
+    and 10) and checked on held-out seeds 11 and 12 and the real PZT file
+    (``python benchmarks/auto_settings.py --size 128 --visits 40000 --pzt``).
 
     Returns ``(n_domains, the fitted k-means' predict, info attrs)``.
     """
@@ -272,17 +314,24 @@ def _coherent_count(features: np.ndarray, valid: np.ndarray, shape, max_domains:
 
     counts = list(range(2, min(max_domains, len(features)) + 1))
     grid = np.full(valid.shape, -1, dtype=int)
-    scores, models = [], []
+    cell_values = np.zeros((valid.size, features.shape[1]))
+    cell_values[valid] = features
+    coherence, contrast, models = [], [], []
     for k in counts:
         model = KMeans(k, n_init=3, random_state=seed).fit(features)
         grid[valid] = model.labels_
-        scores.append(spatial_coherence(grid.reshape(shape), k))
+        coherence.append(spatial_coherence(grid.reshape(shape), k))
+        contrast.append(wall_contrast(grid.reshape(shape), cell_values, k))
         models.append(model)
-    info = {"coherence": scores, "coherence_n_domains": counts,
-            "coherence_ratio": float(COHERENCE_RATIO), "min_coherence": float(MIN_COHERENCE)}
-    if not counts or scores[0] < MIN_COHERENCE:
+    info = {"coherence": coherence, "wall_contrast": contrast, "coherence_n_domains": counts,
+            "coherence_ratio": float(COHERENCE_RATIO), "min_coherence": float(MIN_COHERENCE),
+            "min_wall_contrast": float(WALL_CONTRAST)}
+    if not counts or coherence[0] < MIN_COHERENCE:
         return 1, lambda v: np.zeros(len(v), dtype=int), info
-    best = max(i for i, score in enumerate(scores) if score >= COHERENCE_RATIO * scores[0])
+    best = max(
+        i for i, (kappa, jump) in enumerate(zip(coherence, contrast))
+        if kappa >= COHERENCE_RATIO * coherence[0] and (i == 0 or jump >= WALL_CONTRAST)
+    )
     return counts[best], models[best].predict, info
 
 
