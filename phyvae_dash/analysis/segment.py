@@ -26,14 +26,17 @@ from .maps import label_blocks, smooth_lazy, smooth_maps, subsample
 METHODS = ("auto", "gmm", "tied", "kmeans", "otsu")
 MAX_DOMAINS = 8
 CRITERIA = ("coherence", "merge", "bic", "icl")
-#: ``criterion="coherence"``: the largest count whose least coherent domain keeps at
-#: least this fraction of the two-domain split's spatial coherence.
+#: ``criterion="coherence"``: the count is the largest split whose least coherent
+#: domain keeps at least this fraction of the best split's spatial coherence.
 COHERENCE_RATIO = 0.8
-#: ``criterion="coherence"``: below this coherence even two domains are noise: 1 domain.
+#: ``criterion="coherence"``: a split less coherent than this is noise, not domains.
 MIN_COHERENCE = 0.2
 #: ``criterion="coherence"``: beyond two domains, the latents must jump across every
 #: wall by at least this many times their typical step between neighbours in a domain.
 WALL_CONTRAST = 2.0
+#: ``criterion="coherence"``: two clusters whose wall is a smaller jump than this
+#: (in the same units) are one domain cut along a drift of its latents.
+SPLIT_CONTRAST = 1.5
 #: ``criterion="merge"``: two mixture components whose soft assignments overlap more
 #: than this (Bhattacharyya coefficient of their responsibilities) are one domain. Two
 #: equal Gaussian clusters reach it at a separation of about 4.3 standard deviations.
@@ -255,6 +258,15 @@ def spatial_coherence(grid: np.ndarray, n_labels: int) -> float:
     for a random labelling with the same sizes) / (1 - the random fraction), a kappa
     statistic: 1 for labels that form solid regions, 0 for salt-and-pepper. Returns the
     minimum over labels (-1 when a label has no valid neighbour pair).
+
+    Examples
+    --------
+    >>> halves = np.repeat([[0] * 4 + [1] * 4], 8, axis=0)     # two solid regions
+    >>> round(spatial_coherence(halves, 2), 2)
+    0.86
+    >>> checkerboard = np.indices((8, 8)).sum(axis=0) % 2      # every neighbour differs
+    >>> spatial_coherence(checkerboard, 2)
+    -1.0
     """
     share, same = _same_label_fraction(grid, n_labels)
     if (share <= 0).any() or (share >= 1).any():
@@ -262,17 +274,36 @@ def spatial_coherence(grid: np.ndarray, n_labels: int) -> float:
     return float(((same - share) / (1 - share)).min())
 
 
+def _majority_labels(grid: np.ndarray, n_labels: int) -> np.ndarray:
+    """Each valid cell's most frequent label in its 3 x 3 neighbourhood.
+
+    Labels clustered from noisy latents follow the noise at a wall: the cells the noise
+    pushed across the threshold are the ones that look alike, so pairs across such a
+    wall would understate its jump. The majority places walls by the regions instead.
+    """
+    one_hot = (grid[None] == np.arange(n_labels)[:, None, None]).astype(float)
+    votes = ndimage.uniform_filter(one_hot, size=(1, 3, 3), mode="nearest")
+    return np.where(grid >= 0, votes.argmax(axis=0), -1)
+
+
 def wall_contrast(grid: np.ndarray, values: np.ndarray, n_labels: int) -> float:
     """The weakest wall's latent jump, in units of the typical step inside domains.
 
-    For every pair of labels that meet, the median latent distance between the two
-    cells of their neighbour pairs, divided by the median over pairs of cells with the
+    For every pair of labels that meet (after a 3 x 3 majority filter of the labels),
+    the median latent distance between the two cells of their neighbour pairs, divided by the median over pairs of cells with the
     same label; the minimum over label pairs (those meeting at 3 or more pairs when
     any do). ``values`` are the ``(cells, latents)`` features, ``grid`` the labels
     ``(y, x)`` (-1: invalid). NaN when no two labels meet.
+
+    Examples
+    --------
+    >>> halves = np.repeat([[0] * 4 + [1] * 4], 8, axis=0)
+    >>> latent = halves + np.random.default_rng(0).normal(0, 0.05, halves.shape)
+    >>> wall_contrast(halves, latent.reshape(-1, 1), 2) > 10   # a jump of 1 vs noise
+    True
     """
     first, second = _neighbour_pairs(grid)
-    labels = grid.ravel()
+    labels = _majority_labels(grid, n_labels).ravel()
     keep = (labels[first] >= 0) & (labels[second] >= 0)
     first, second = first[keep], second[keep]
     step = np.linalg.norm(values[first] - values[second], axis=1)
@@ -300,10 +331,11 @@ def _coherent_count(features: np.ndarray, valid: np.ndarray, shape, max_domains:
     drift of its latents gives regions whose "walls" are no jump of the latents
     (`wall_contrast`), while splitting two real domains gives solid regions with a
     jump between them. Feature-space criteria (BIC, merged mixtures) cannot tell these
-    apart when the domains' latent clusters overlap. The count is the largest one
-    whose least coherent cluster keeps `COHERENCE_RATIO` of the coherence of the
-    two-cluster split and, beyond two, whose weakest wall has `WALL_CONTRAST`; 1 when
-    even the two-cluster split is below `MIN_COHERENCE`. The thresholds were chosen
+    apart when the domains' latent clusters overlap. A split is a candidate when its
+    coherence is at least `MIN_COHERENCE` and its weakest wall at least
+    `SPLIT_CONTRAST` (two clusters) or `WALL_CONTRAST` (more); the count is the
+    largest candidate whose coherence is within `COHERENCE_RATIO` of the best
+    candidate's, and 1 when there is none. The thresholds were chosen
     on cached fit latents of ``benchmarks/auto_settings.py``'s families (phantom seeds 1
     and 10) and checked on held-out seeds 11 and 12 and the real PZT file
     (``python benchmarks/auto_settings.py --size 128 --visits 40000 --pzt``).
@@ -325,13 +357,16 @@ def _coherent_count(features: np.ndarray, valid: np.ndarray, shape, max_domains:
         models.append(model)
     info = {"coherence": coherence, "wall_contrast": contrast, "coherence_n_domains": counts,
             "coherence_ratio": float(COHERENCE_RATIO), "min_coherence": float(MIN_COHERENCE),
-            "min_wall_contrast": float(WALL_CONTRAST)}
-    if not counts or coherence[0] < MIN_COHERENCE:
+            "min_wall_contrast": float(WALL_CONTRAST),
+            "min_split_contrast": float(SPLIT_CONTRAST)}
+    # a split counts only if its clusters are regions with a jump at their walls
+    walls = [SPLIT_CONTRAST if k == 2 else WALL_CONTRAST for k in counts]
+    splits = [i for i, k in enumerate(counts)
+              if coherence[i] >= MIN_COHERENCE and contrast[i] >= walls[i]]
+    if not splits:
         return 1, lambda v: np.zeros(len(v), dtype=int), info
-    best = max(
-        i for i, (kappa, jump) in enumerate(zip(coherence, contrast))
-        if kappa >= COHERENCE_RATIO * coherence[0] and (i == 0 or jump >= WALL_CONTRAST)
-    )
+    reference = max(coherence[i] for i in splits)
+    best = max(i for i in splits if coherence[i] >= COHERENCE_RATIO * reference)
     return counts[best], models[best].predict, info
 
 
@@ -433,12 +468,16 @@ def segment(
         included); ``None`` only centres.
     criterion : {"coherence", "merge", "bic", "icl"}
         How ``n_domains=None`` chooses. ``"coherence"`` (default): k-means splits into
-        2 to ``max_domains`` clusters, each scored by the spatial coherence of its least
-        coherent cluster on the grid (:func:`spatial_coherence`: 1 for solid regions, 0
-        for salt-and-pepper); the count is the largest split that keeps
-        `COHERENCE_RATIO` of the two-cluster split's coherence, and 1 when even that is
-        below `MIN_COHERENCE`. Domains are contiguous regions, so this counts them even
-        where their latent clusters overlap; ``attrs["coherence"]`` holds the score of
+        2 to ``max_domains`` clusters, each scored on the grid by the spatial coherence
+        of its least coherent cluster (:func:`spatial_coherence`: 1 for solid regions,
+        0 for salt-and-pepper) and by the latent jump across its weakest wall
+        (:func:`wall_contrast`). Splits with coherence of at least `MIN_COHERENCE`
+        and walls of at least `SPLIT_CONTRAST` (two clusters) or `WALL_CONTRAST`
+        (more) are candidates; the count is the largest candidate within
+        `COHERENCE_RATIO` of the best candidate's coherence, 1 when there is none
+        (noise, or one domain with drifting latents). Domains are contiguous regions with walls,
+        so this counts them even where their latent clusters overlap;
+        ``attrs["coherence"]`` and ``attrs["wall_contrast"]`` hold the scores of
         each count in ``attrs["coherence_n_domains"]``. ``"merge"``: the BIC-best
         mixture, then components merged while their soft assignments overlap
         (`MERGE_OVERLAP`); the labels are those of the merged mixture
