@@ -438,9 +438,7 @@ def segment(
     method : {"auto", "gmm", "tied", "kmeans", "otsu"}
         ``"auto"`` (default): ``"kmeans"`` when ``n_domains`` is given or counted by
         ``criterion="coherence"`` or ``"merge"``, ``"gmm"`` when it is chosen by BIC or
-        ICL (the mixture
-        it selected). Why not a mixture for
-        a given count: latent clusters are not Gaussian (tight domain clusters joined
+        ICL (the mixture it selected). Why not a mixture for a given count: latent clusters are not Gaussian (tight domain clusters joined
         by a bridge of wall cells, skewed tails), and a mixture spends a broad
         component on the bridge or a tail, or (tied) shifts the threshold deep into
         a minority domain; k-means only places the threshold between the cluster
