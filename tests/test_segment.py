@@ -182,7 +182,8 @@ def test_merge_counts_one_non_gaussian_domain_as_one():
     # One skewed cluster and one round one: BIC needs several Gaussians, merging gives 2.
     rng = np.random.default_rng(0)
     truth = (np.arange(40)[None, :] >= 20).repeat(40, 0).astype(int)
-    z = np.where(truth == 0, rng.gamma(1.5, 1.0, truth.shape), 8 + 0.3 * rng.normal(size=truth.shape))
+    z = np.where(truth == 0, rng.gamma(1.5, 1.0, truth.shape),
+                 8 + 0.3 * rng.normal(size=truth.shape))
     maps = xr.DataArray(np.stack([z, 0.3 * rng.normal(size=z.shape)]), dims=("latent", "y", "x"))
     labels = segment(maps, method="gmm", criterion="merge")
     assert labels.attrs["n_domains_chosen_by"] == "merge"
