@@ -18,8 +18,9 @@ patch-centre grid, the true number of domains given to ``segment``):
 * ``16/4/2``: the README's fixed ``patch_size=16, stride=4, latent_dim=2``;
 * ``PCA``: PCA+GMM on raw 16 px patches (``analysis.baselines.pca_baseline``);
 * ``FFT-PCA``: a sliding-window |FFT| (16 px windows, stride 4) + PCA + GMM;
-* ``n ok``: the fraction of auto fits where ``segment(result)`` (``n_domains=None``)
-  found the true number of domains.
+* ``n ok``: the fraction of auto fits where ``segment(result)`` (``n_domains=None``,
+  the default ``criterion="coherence"``) found the true number of domains, ``n found``
+  the counts; ``n ok merge`` the same for ``criterion="merge"``.
 
 Table 2, the noise sweep: Gaussian noise added so that the per-pixel SNR (std of the
 phantom over std of the added noise) is 10, 3, 1.5, 0.7; ARI of ``fit(image)`` (the
@@ -112,8 +113,10 @@ def run_family(family: str, size: int, seeds, epochs, sweep=SWEEP_PATCHES) -> di
         auto_s = time.perf_counter() - t0
         ari, f1 = scores(auto, ds, n_true)
         counted = pvd.segment(auto).attrs["n_domains"]
+        merged = pvd.segment(auto, criterion="merge").attrs["n_domains"]
         row = {"seed": seed, "auto": ari, "auto bF1": f1, "auto s": auto_s,
                "n ok": float(counted == n_true), "n found": counted,
+               "n ok merge": float(merged == n_true), "n merge": merged,
                "chosen": f"{auto.attrs['patch_size']}/{auto.attrs['stride']}/"
                          f"{auto.attrs['transform']}/w{auto.attrs['boundary_weight']:g}"}
         fixed = pvd.fit(ds.image, patch_size=16, stride=4, latent_dim=2, **fit_kw)
@@ -130,7 +133,8 @@ def run_family(family: str, size: int, seeds, epochs, sweep=SWEEP_PATCHES) -> di
                             **fit_kw)
             row[f"sweep {p}"], row[f"sweep {p} bF1"] = scores(swept, ds, n_true)
         rows.append(row)
-        print(f"  {family} seed {seed}: auto {ari:.3f} ({row['chosen']}, n {counted}/{n_true},"
+        print(f"  {family} seed {seed}: auto {ari:.3f} ({row['chosen']}, n {counted}/{n_true}"
+              f" (merge {merged}),"
               f" {auto_s:.1f} s)", flush=True)
     frame = pd.DataFrame(rows)
     sweep_cols = [c for c in frame if c.startswith("sweep ") and not c.endswith("bF1")]
@@ -141,7 +145,8 @@ def run_family(family: str, size: int, seeds, epochs, sweep=SWEEP_PATCHES) -> di
             "16/4/2 ARI": frame["16/4/2"].mean(), "PCA ARI": frame["PCA"].mean(),
             "FFT-PCA ARI": frame["FFT-PCA"].mean(),
             "auto >= PCA": f"{int((frame['auto'] >= frame['PCA'] - 1e-9).sum())}/{len(frame)}",
-            "n ok": frame["n ok"].mean(), "auto s": frame["auto s"].mean(),
+            "n ok": frame["n ok"].mean(), "n found": ",".join(map(str, frame["n found"])),
+            "n ok merge": frame["n ok merge"].mean(), "auto s": frame["auto s"].mean(),
             "chosen": ", ".join(sorted(set(frame["chosen"])))}
 
 
@@ -188,6 +193,7 @@ def run_pzt(data="../shared/data") -> dict:
     truth = metrics.labels_on_grid(reference, labels)
     return {"file": str(path.name), "ARI vs two-level phase": metrics.adjusted_rand_index(labels, truth),
             "n_domains=None": pvd.segment(result).attrs["n_domains"],
+            "n_domains=None (merge)": pvd.segment(result, criterion="merge").attrs["n_domains"],
             "chosen": f"{result.attrs['patch_size']}/{result.attrs['stride']}/{result.attrs['transform']}"
                       f"/w{result.attrs['boundary_weight']:g}",
             "fit s": time.perf_counter() - t0}
@@ -244,7 +250,8 @@ def main(argv=None) -> None:
         print(f"\n## fit(image) alone vs fixed settings ({size} px, seeds {seeds})\n")
         print(table.to_markdown(floatfmt=".3f"))
         print(f"\nmean auto ARI {table['auto ARI'].mean():.3f}, oracle {table['oracle ARI'].mean():.3f}, "
-              f"n_domains=None right in {table['n ok'].mean():.0%} of fits")
+              f"n_domains=None right in {table['n ok'].mean():.0%} of fits "
+              f"(criterion='merge': {table['n ok merge'].mean():.0%})")
     if not args.no_noise:
         noise = [r for f in families for r in run_noise(f, size, seeds, args.epochs, snrs)]
         print(f"\n## noise sweep ({size} px, seeds {seeds})\n")

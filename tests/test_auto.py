@@ -83,7 +83,7 @@ def test_too_small_image_says_the_smallest_size():
 def test_n_domains_none_counts_the_domains(request, fixture, n_true):
     ds, result = request.getfixturevalue(fixture)
     labels = pvd.segment(result)
-    assert labels.attrs["n_domains_chosen_by"] == "merge"
+    assert labels.attrs["n_domains_chosen_by"] == "coherence"
     assert labels.attrs["n_domains"] == n_true
     assert metrics.adjusted_rand_index(labels, metrics.labels_on_grid(ds.labels, labels)) >= 0.8
 

@@ -77,7 +77,7 @@ def test_labels_keep_the_grid_and_fit_settings():
 
 @pytest.mark.parametrize("criterion", ["merge", "bic", "icl"])
 @pytest.mark.parametrize("n_true", [2, 3, 4])
-def test_criteria_choose_the_number_of_well_separated_clusters(n_true, criterion):
+def test_feature_criteria_choose_the_number_of_well_separated_clusters(n_true, criterion):
     rng = np.random.default_rng(1)
     truth = rng.integers(0, n_true, size=(30, 30))
     centres = [[0, 0], [6, 0], [0, 6], [6, 6]][:n_true]
@@ -92,7 +92,7 @@ def test_criteria_choose_the_number_of_well_separated_clusters(n_true, criterion
 def test_icl_is_at_least_bic():
     # ICL = BIC + 2 x entropy of the assignments, and entropy is >= 0
     truth = _three_domains()
-    labels = segment(_latent_result(truth, [[0, 0], [2, 0], [1, 2]], noise=0.6))
+    labels = segment(_latent_result(truth, [[0, 0], [2, 0], [1, 2]], noise=0.6), criterion="icl")
     assert all(i >= b for i, b in zip(labels.attrs["icl"], labels.attrs["bic"]))
     assert labels.attrs["icl"][0] == pytest.approx(labels.attrs["bic"][0])
 
@@ -118,13 +118,74 @@ def test_otsu_chooses_count_by_criterion(criterion):
     assert labels.attrs["n_domains"] == 3 and labels.attrs["n_domains_chosen_by"] == criterion
 
 
+def _spatial_domains(n_true, n=40):
+    """Block domains: 2 halves, 3 columns, or 4 quadrants of an n x n grid."""
+    yy, xx = np.indices((n, n))
+    if n_true == 4:
+        return 2 * (yy >= n // 2) + (xx >= n // 2)
+    return (xx * n_true) // n
+
+
+@pytest.mark.parametrize("n_true", [2, 3, 4])
+def test_coherence_counts_spatial_domains_whose_latents_overlap(n_true):
+    # Domain centres 4 noise standard deviations apart: the latent clusters overlap,
+    # and merging mixture components by overlap takes them for fewer domains.
+    truth = _spatial_domains(n_true)
+    centres = [[0, 0], [4, 0], [0, 4], [4, 4]][:n_true]
+    fit = _latent_result(truth, centres, noise=1.0)
+    labels = segment(fit)
+    assert labels.attrs["n_domains_chosen_by"] == "coherence"
+    assert labels.attrs["n_domains"] == n_true
+    assert labels.attrs["coherence_n_domains"] == list(range(2, 9))
+    assert len(labels.attrs["coherence"]) == len(labels.attrs["wall_contrast"]) == 7
+    assert _ari(labels, truth) > 0.8  # k-means' own accuracy on clusters this close
+    assert segment(fit, criterion="merge").attrs["n_domains"] < n_true
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 2.0])
+def test_coherence_finds_one_domain_in_noise(smoothing):
+    # white noise (salt-and-pepper splits) and smooth noise (splits along a drift,
+    # without a jump at the wall) are both one domain
+    from scipy import ndimage
+
+    z = ndimage.gaussian_filter(np.random.default_rng(3).normal(size=(2, 40, 40)),
+                                (0, smoothing, smoothing))
+    labels = segment(xr.DataArray(z, dims=("latent", "y", "x")))
+    assert labels.attrs["n_domains"] == 1
+    assert (labels.values == 0).all()
+
+
+def test_spatial_coherence_and_wall_contrast():
+    from phyvae_dash.analysis.segment import spatial_coherence, wall_contrast
+
+    halves = _spatial_domains(2, n=10)
+    assert spatial_coherence(halves, 2) > 0.7
+    shuffled = np.random.default_rng(0).permutation(halves.ravel()).reshape(halves.shape)
+    assert abs(spatial_coherence(shuffled, 2)) < 0.2
+    ramp = np.indices(halves.shape).sum(axis=0).reshape(-1, 1) * 1.0  # a drift, cut
+    assert wall_contrast(halves, ramp, 2) == pytest.approx(1.0)
+    step = ramp + 10 * halves.reshape(-1, 1)                # the same drift with a jump
+    assert wall_contrast(halves, step, 2) == pytest.approx(11.0)
+    masked = halves.copy(); masked[:, 4:6] = -1             # invalid cells never meet
+    assert np.isnan(wall_contrast(masked, ramp, 2))
+
+
+def test_coherence_count_on_a_dask_backed_result():
+    truth = _spatial_domains(3)
+    fit = _latent_result(truth, [[0, 0], [4, 0], [0, 4]], noise=1.0)
+    lazy = segment(fit.chunk({"y": 20, "x": 20}))
+    assert lazy.chunks is not None and lazy.attrs["n_domains"] == 3
+    assert _ari(lazy.values, truth) > 0.8
+
+
 def test_merge_counts_one_non_gaussian_domain_as_one():
     # One skewed cluster and one round one: BIC needs several Gaussians, merging gives 2.
     rng = np.random.default_rng(0)
     truth = (np.arange(40)[None, :] >= 20).repeat(40, 0).astype(int)
-    z = np.where(truth == 0, rng.gamma(1.5, 1.0, truth.shape), 8 + 0.3 * rng.normal(size=truth.shape))
+    z = np.where(truth == 0, rng.gamma(1.5, 1.0, truth.shape),
+                 8 + 0.3 * rng.normal(size=truth.shape))
     maps = xr.DataArray(np.stack([z, 0.3 * rng.normal(size=z.shape)]), dims=("latent", "y", "x"))
-    labels = segment(maps, method="gmm")
+    labels = segment(maps, method="gmm", criterion="merge")
     assert labels.attrs["n_domains_chosen_by"] == "merge"
     assert labels.attrs["bic_components"] > 2
     assert labels.attrs["n_domains"] == 2

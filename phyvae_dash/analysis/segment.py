@@ -25,7 +25,18 @@ from .maps import label_blocks, smooth_lazy, smooth_maps, subsample
 
 METHODS = ("auto", "gmm", "tied", "kmeans", "otsu")
 MAX_DOMAINS = 8
-CRITERIA = ("merge", "bic", "icl")
+CRITERIA = ("coherence", "merge", "bic", "icl")
+#: ``criterion="coherence"``: the count is the largest split whose least coherent
+#: domain keeps at least this fraction of the best split's spatial coherence.
+COHERENCE_RATIO = 0.8
+#: ``criterion="coherence"``: a split less coherent than this is noise, not domains.
+MIN_COHERENCE = 0.2
+#: ``criterion="coherence"``: beyond two domains, the latents must jump across every
+#: wall by at least this many times their typical step between neighbours in a domain.
+WALL_CONTRAST = 2.0
+#: ``criterion="coherence"``: two clusters whose wall is a smaller jump than this
+#: (in the same units) are one domain cut along a drift of its latents.
+SPLIT_CONTRAST = 1.5
 #: ``criterion="merge"``: two mixture components whose soft assignments overlap more
 #: than this (Bhattacharyya coefficient of their responsibilities) are one domain. Two
 #: equal Gaussian clusters reach it at a separation of about 4.3 standard deviations.
@@ -221,6 +232,146 @@ def _merged_mixture(vectors: np.ndarray, max_domains: int, seed: int):
     return resp.shape[1], predict, info
 
 
+def _neighbour_pairs(grid: np.ndarray):
+    """Flat indices of the two cells of every 4-neighbour pair of a ``(y, x)`` grid."""
+    index = np.arange(grid.size).reshape(grid.shape)
+    first = np.concatenate([index[1:, :].ravel(), index[:, 1:].ravel()])
+    second = np.concatenate([index[:-1, :].ravel(), index[:, :-1].ravel()])
+    return first, second
+
+
+def _same_label_fraction(grid: np.ndarray, n_labels: int):
+    """Per label: its share of the 4-neighbour pair ends, and the fraction of those
+    whose neighbour has the same label (pairs touching an invalid cell, -1, left out)."""
+    first, second = (grid.ravel()[cells] for cells in _neighbour_pairs(grid))
+    keep = (first >= 0) & (second >= 0)
+    first, second = first[keep], second[keep]
+    ends = np.bincount(first, minlength=n_labels) + np.bincount(second, minlength=n_labels)
+    same = 2 * np.bincount(first[first == second], minlength=n_labels)
+    return ends / max(ends.sum(), 1), same / np.maximum(ends, 1)
+
+
+def spatial_coherence(grid: np.ndarray, n_labels: int) -> float:
+    """How much more often than chance the least coherent label's neighbours share it.
+
+    For each label: (fraction of its 4-neighbours with the same label - that fraction
+    for a random labelling with the same sizes) / (1 - the random fraction), a kappa
+    statistic: 1 for labels that form solid regions, 0 for salt-and-pepper. Returns the
+    minimum over labels (-1 when a label has no valid neighbour pair).
+
+    Examples
+    --------
+    >>> halves = np.repeat([[0] * 4 + [1] * 4], 8, axis=0)     # two solid regions
+    >>> round(spatial_coherence(halves, 2), 2)
+    0.86
+    >>> checkerboard = np.indices((8, 8)).sum(axis=0) % 2      # every neighbour differs
+    >>> spatial_coherence(checkerboard, 2)
+    -1.0
+    """
+    share, same = _same_label_fraction(grid, n_labels)
+    if (share <= 0).any() or (share >= 1).any():
+        return -1.0
+    return float(((same - share) / (1 - share)).min())
+
+
+def _majority_labels(grid: np.ndarray, n_labels: int) -> np.ndarray:
+    """Each valid cell's most frequent label in its 3 x 3 neighbourhood.
+
+    Labels clustered from noisy latents follow the noise at a wall: the cells the noise
+    pushed across the threshold are the ones that look alike, so pairs across such a
+    wall would understate its jump. The majority places walls by the regions instead.
+    """
+    one_hot = (grid[None] == np.arange(n_labels)[:, None, None]).astype(float)
+    votes = ndimage.uniform_filter(one_hot, size=(1, 3, 3), mode="nearest")
+    return np.where(grid >= 0, votes.argmax(axis=0), -1)
+
+
+def wall_contrast(grid: np.ndarray, values: np.ndarray, n_labels: int) -> float:
+    """The weakest wall's latent jump, in units of the typical step inside domains.
+
+    For every pair of labels that meet (after a 3 x 3 majority filter of the labels),
+    the median latent distance between the two cells of their neighbour pairs, divided
+    by the median over pairs of cells with the same label; the minimum over label
+    pairs (those meeting at 3 or more pairs when any do). ``values`` are the
+    ``(cells, latents)`` features, ``grid`` the labels ``(y, x)`` (-1: invalid). NaN
+    when no two labels meet.
+
+    Examples
+    --------
+    >>> halves = np.repeat([[0] * 4 + [1] * 4], 8, axis=0)
+    >>> latent = halves + np.random.default_rng(0).normal(0, 0.05, halves.shape)
+    >>> wall_contrast(halves, latent.reshape(-1, 1), 2) > 10   # a jump of 1 vs noise
+    True
+    """
+    first, second = _neighbour_pairs(grid)
+    labels = _majority_labels(grid, n_labels).ravel()
+    keep = (labels[first] >= 0) & (labels[second] >= 0)
+    first, second = first[keep], second[keep]
+    step = np.linalg.norm(values[first] - values[second], axis=1)
+    low = np.minimum(labels[first], labels[second])
+    high = np.maximum(labels[first], labels[second])
+    inside = low == high
+    if inside.sum() == 0 or inside.all():
+        return float("nan")
+    typical = max(float(np.median(step[inside])), 1e-12)
+    pair = low * n_labels + high
+    ids, counts = np.unique(pair[~inside], return_counts=True)
+    if (counts >= 3).any():
+        ids = ids[counts >= 3]
+    jumps = ndimage.median(step, labels=np.where(inside, -1, pair), index=ids)
+    return float(np.min(jumps) / typical)
+
+
+def _coherent_count(features: np.ndarray, valid: np.ndarray, shape, max_domains: int,
+                    seed: int):
+    """Count domains as the largest k-means split whose clusters are spatial domains.
+
+    Microscopy domains are contiguous regions of the scan grid with walls between
+    them. Splitting a domain in latent space along its noise gives interleaved labels
+    of low spatial coherence (`spatial_coherence`), and splitting it along a smooth
+    drift of its latents gives regions whose "walls" are no jump of the latents
+    (`wall_contrast`), while splitting two real domains gives solid regions with a
+    jump between them. Feature-space criteria (BIC, merged mixtures) cannot tell these
+    apart when the domains' latent clusters overlap. A split is a candidate when its
+    coherence is at least `MIN_COHERENCE` and its weakest wall at least
+    `SPLIT_CONTRAST` (two clusters) or `WALL_CONTRAST` (more); the count is the
+    largest candidate whose coherence is at least `COHERENCE_RATIO` times the best
+    candidate's, and 1 when there is none. The thresholds were chosen on the latents
+    of ``benchmarks/auto_settings.py``'s automatic fits of every family (phantom seeds
+    1 and 10, 128 px) and checked on seeds 11 and 12 and the real PZT file; the
+    benchmark prints the rate for this and for ``"merge"``:
+    ``python benchmarks/auto_settings.py --size 128 --visits 40000 --sweep 16 --no-noise --pzt``.
+
+    Returns ``(n_domains, the fitted k-means' predict, info attrs)``.
+    """
+    from sklearn.cluster import KMeans
+
+    counts = list(range(2, min(max_domains, len(features)) + 1))
+    grid = np.full(valid.shape, -1, dtype=int)
+    cell_values = np.zeros((valid.size, features.shape[1]))
+    cell_values[valid] = features
+    coherence, contrast, models = [], [], []
+    for k in counts:
+        model = KMeans(k, n_init=3, random_state=seed).fit(features)
+        grid[valid] = model.labels_
+        coherence.append(spatial_coherence(grid.reshape(shape), k))
+        contrast.append(wall_contrast(grid.reshape(shape), cell_values, k))
+        models.append(model)
+    info = {"coherence": coherence, "wall_contrast": contrast, "coherence_n_domains": counts,
+            "coherence_ratio": float(COHERENCE_RATIO), "min_coherence": float(MIN_COHERENCE),
+            "min_wall_contrast": float(WALL_CONTRAST),
+            "min_split_contrast": float(SPLIT_CONTRAST)}
+    # a split counts only if its clusters are regions with a jump at their walls
+    walls = [SPLIT_CONTRAST if k == 2 else WALL_CONTRAST for k in counts]
+    splits = [i for i, k in enumerate(counts)
+              if coherence[i] >= MIN_COHERENCE and contrast[i] >= walls[i]]
+    if not splits:
+        return 1, lambda v: np.zeros(len(v), dtype=int), info
+    reference = max(coherence[i] for i in splits)
+    best = max(i for i in splits if coherence[i] >= COHERENCE_RATIO * reference)
+    return counts[best], models[best].predict, info
+
+
 def _clusterer(vectors: np.ndarray, n_domains: int, method: str, seed: int):
     """Fit the clustering on ``vectors``; return the function that labels vectors
     (these, or others from the same maps: the blocks of a dask-backed result)."""
@@ -269,7 +420,7 @@ def segment(
     latents=None,
     smooth: float = 0.0,
     standardize: str | None = "global",
-    criterion: str = "merge",
+    criterion: str = "coherence",
     max_domains: int = MAX_DOMAINS,
     seed: int = 0,
 ) -> xr.DataArray:
@@ -282,17 +433,16 @@ def segment(
         with ``z_mean`` of dims ``("latent", "y", "x")``, or such a DataArray of latent
         maps itself (a single ``("y", "x")`` map also works).
     n_domains : int, optional
-        Number of domains. ``None`` chooses it (see ``criterion``) from Gaussian
-        mixtures with 1 to ``max_domains`` components (for ``"otsu"``: on the one
-        latent used, up to 5); ``attrs["n_domains_chosen_by"]`` then names the
-        criterion, and ``attrs["bic"]``, ``attrs["icl"]`` hold both information
-        criteria for each count in ``attrs["bic_n_domains"]``.
+        Number of domains. ``None`` chooses 1 to ``max_domains`` (for ``"otsu"``: up
+        to 5) by ``criterion``; ``attrs["n_domains_chosen_by"]`` then names the
+        criterion, and the criterion's scores are in ``attrs`` (``"coherence"``,
+        or ``"bic"`` and ``"icl"`` for each count in ``attrs["bic_n_domains"]``).
     method : {"auto", "gmm", "tied", "kmeans", "otsu"}
         ``"auto"`` (default): ``"kmeans"`` when ``n_domains`` is given or counted by
-        ``criterion="merge"``, ``"gmm"`` when it is chosen by BIC or ICL (the mixture
-        it selected). Why not a mixture for
-        a given count: latent clusters are not Gaussian (tight domain clusters joined
-        by a bridge of wall cells, skewed tails), and a mixture spends a broad
+        ``criterion="coherence"`` or ``"merge"``, ``"gmm"`` when it is chosen by BIC or
+        ICL (the mixture it selected). Why not a mixture for a given count: latent
+        clusters are not Gaussian (tight domain clusters joined by a bridge of wall
+        cells, skewed tails), and a mixture spends a broad
         component on the bridge or a tail, or (tied) shifts the threshold deep into
         a minority domain; k-means only places the threshold between the cluster
         centres. Measured on the four phantoms (128 and 256 px, fit seeds 0-2, boundary
@@ -317,12 +467,24 @@ def segment(
         matter but a latent that barely varies stays unimportant; ``"latent"``
         z-scores each latent separately (equal weight to every latent, noise-only ones
         included); ``None`` only centres.
-    criterion : {"merge", "bic", "icl"}
-        How ``n_domains=None`` chooses. ``"merge"`` (default): the BIC-best mixture,
-        then components merged while their soft assignments overlap (`MERGE_OVERLAP`);
-        the labels are those of the merged mixture (``method="auto"``/``"gmm"``) and
-        ``attrs["bic_components"]`` says how many components BIC wanted. Otherwise
-        the lowest Bayesian information criterion, or
+    criterion : {"coherence", "merge", "bic", "icl"}
+        How ``n_domains=None`` chooses. ``"coherence"`` (default): k-means splits into
+        2 to ``max_domains`` clusters, each scored on the grid by the spatial coherence
+        of its least coherent cluster (:func:`spatial_coherence`: 1 for solid regions,
+        0 for salt-and-pepper) and by the latent jump across its weakest wall
+        (:func:`wall_contrast`). Splits with coherence of at least `MIN_COHERENCE`
+        and walls of at least `SPLIT_CONTRAST` (two clusters) or `WALL_CONTRAST`
+        (more) are candidates; the count is the largest candidate with at least
+        `COHERENCE_RATIO` times the best candidate's coherence, 1 when there is none
+        (noise, or one domain with drifting latents). Domains are contiguous regions with walls,
+        so this counts them even where their latent clusters overlap;
+        ``attrs["coherence"]`` and ``attrs["wall_contrast"]`` hold the scores of
+        each count in ``attrs["coherence_n_domains"]``. ``"merge"``: the BIC-best
+        mixture, then components merged while their soft assignments overlap
+        (`MERGE_OVERLAP`); the labels are those of the merged mixture
+        (``method="auto"``/``"gmm"``) and ``attrs["bic_components"]`` says how many
+        components BIC wanted; it under-counts domains whose latent clusters overlap.
+        ``"bic"``/``"icl"``: the lowest Bayesian information criterion, or
         the lowest ICL (BIC plus twice the entropy of the soft assignments). BIC counts
         the Gaussians needed to *fit* the latent distribution and tends to split one
         domain whose latents are not Gaussian (wall cells between two domains, elongated
@@ -338,7 +500,7 @@ def segment(
         Integer labels ``0 .. n_domains - 1`` with dims ``("y", "x")`` and the result's
         coordinates; ``-1`` where a latent is not finite. Labels are ordered by the mean
         of the first used latent in each domain. ``attrs`` hold ``method``,
-        ``n_domains``, ``n_domains_chosen_by`` (``"user"``, ``"bic"`` or ``"icl"``),
+        ``n_domains``, ``n_domains_chosen_by`` (``"user"`` or the criterion),
         ``n_domains_found`` (fewer than ``n_domains`` when a cluster got no cell; labels
         stay contiguous), ``latents``, ``smooth``, ``standardize``, ``seed``,
         ``settings`` (all of them as JSON) and the fit's key settings prefixed ``fit_``
@@ -354,8 +516,9 @@ def segment(
     >>> labels = segment(maps, n_domains=2)
     >>> labels.values[0, :]
     array([0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
-    >>> segment(maps).attrs["n_domains"]      # counted by merging a BIC mixture
-    2
+    >>> counted = segment(maps)               # the count from spatial coherence
+    >>> counted.attrs["n_domains"], counted.attrs["n_domains_chosen_by"]
+    (2, 'coherence')
     """
     if method not in METHODS:
         raise SettingsError(f"segment method must be one of {METHODS}, not {method!r}")
@@ -376,7 +539,7 @@ def segment(
         raise SettingsError(f"standardize must be one of {STANDARDIZE}, not {standardize!r}")
 
     if method == "auto":
-        method = "gmm" if n_domains is None and criterion != "merge" else "kmeans"
+        method = "gmm" if n_domains is None and criterion in ("bic", "icl") else "kmeans"
     if method == "otsu" and latents is None:
         latents = [0]
     maps = _latent_maps(result, latents)
@@ -420,7 +583,13 @@ def segment(
         predict = None
         if n_domains is None:
             limit = min(max_domains, MAX_OTSU_CLASSES) if method == "otsu" else max_domains
-            if criterion == "merge":
+            if criterion == "coherence":
+                n_domains, coherent, info = _coherent_count(features, valid, (n_y, n_x),
+                                                            limit, seed)
+                attrs_bic = {"n_domains_chosen_by": "coherence", **info}
+                if method == "kmeans":
+                    predict = coherent
+            elif criterion == "merge":
                 n_domains, merged, info = _merged_mixture(features, limit, seed)
                 attrs_bic = {"n_domains_chosen_by": "merge", **info}
                 if method == "gmm":

@@ -433,7 +433,7 @@ class ImageView(View):
             return "*Domains appear when training has finished.*"
         n = int(store.labels.max()) + 1
         how = store.labels.attrs.get("n_domains_chosen_by", "")
-        how = f" (counted by {how})" if how and how != "user" else ""
+        how = f" (counted by {how})" if how not in ("", "user") else ""
         return (f"**{n} domains**{how} · total boundary length **{_format_length(store.boundary_len)}**"
                 " · box-select here to brush the scatter, click for a patch")
 
