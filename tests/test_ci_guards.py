@@ -18,7 +18,7 @@ def test_module_skipped_at_collection_fails_on_ci(tmp_path, on_ci, expected):
         "def test_page():\n    pass\n")
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
                           capture_output=True, text=True, cwd=tmp_path, timeout=120,
-                          env={**os.environ, "CI": on_ci})
+                          env={**os.environ, "CI": on_ci, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"})
     assert done.returncode == expected, done.stdout + done.stderr
     if on_ci:
         assert "skipped at collection on CI" in done.stdout
@@ -30,5 +30,5 @@ def test_realdata_test_skipped_fails_on_ci(tmp_path):
         "import pytest\n@pytest.mark.realdata\ndef test_file():\n    pytest.skip('no data')\n")
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
                           capture_output=True, text=True, cwd=tmp_path, timeout=120,
-                          env={**os.environ, "CI": "true"})
+                          env={**os.environ, "CI": "true", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"})
     assert done.returncode == 1 and "1 failed" in done.stdout, done.stdout
