@@ -52,7 +52,7 @@ def test_every_choice_and_its_reason_is_recorded(stripes):
     assert reasons[0].startswith(f"patch_size {result.attrs['patch_size']}: lattice period")
     assert "periods" in reasons[0]
     assert result.attrs["auto_lattice_period_px"] == pytest.approx(8.3, rel=0.1)
-    assert result.attrs["transform_reason"] == reasons[2]
+    assert reasons[2] == f"transform {result.attrs['transform']}: {result.attrs['transform_reason']}"
     assert result.attrs["auto_elapsed_s"] > 0
 
 
@@ -120,3 +120,30 @@ def test_new_phantom_families(kind):
                                   pvd.synthetic.label_boundaries(a.labels.values))
     other = pvd.synthetic.make(kind, shape=(64, 80), seed=4)
     assert not np.array_equal(a.image.values, other.image.values)
+
+
+def test_lattice_candidates_hold_enough_periods():
+    """A 2-D lattice gets no patch under LATTICE_MIN_PERIODS periods, stripes none under
+    STRIPE_MIN_PERIODS; a small image falls back to its largest patch and says why."""
+    yy, xx = np.mgrid[:128, :128]
+    rng = np.random.default_rng(0)
+    period = 6.3
+    square = np.cos(2 * np.pi * xx / period) + np.cos(2 * np.pi * yy / period)
+    stripes = np.cos(2 * np.pi * xx / period)
+    for image, least in ((square, auto.LATTICE_MIN_PERIODS), (stripes, auto.STRIPE_MIN_PERIODS)):
+        da = xr.DataArray(image + 0.3 * rng.normal(size=image.shape), dims=("y", "x"))
+        candidates = auto._candidates(da, period, "auto")
+        assert candidates and all(p >= least * period for p, _, _ in candidates)
+        assert {t for _, t, _ in candidates} == {"fft+mean"}
+    small = xr.DataArray(square[:64, :64], dims=("y", "x"))
+    [(patch, transform, why)] = auto._candidates(small, 8.0, "auto", min_periods=3.0)
+    assert patch == 16 and transform == "fft+mean"
+    assert "too small for 3 periods" in why and "image side of 96 px" in why
+
+
+def test_two_dimensional_lattice_or_stripes():
+    # Two stripe orientations make the whole image's spectrum look 2-D; the tiles do not.
+    graphene = pvd.synthetic.make("graphene_grains", shape=(96, 96), seed=0).image
+    bfo = pvd.synthetic.make("bfo_stripes", shape=(96, 96), seed=0).image
+    assert auto.is_two_dimensional(graphene, 4.2)
+    assert not auto.is_two_dimensional(bfo, 11.3)
