@@ -134,3 +134,30 @@ def test_spectra_take_a_patch_of_one_position():
     cube = xr.DataArray(np.random.default_rng(0).random((24, 24, 16)), dims=("y", "x", "energy"))
     choice = pvd.choose_settings(cube, patch_size=1)
     assert choice.patch_size == 1 and choice.reasons["patch_size"] == "set by the user"
+
+
+def test_lattice_candidates_hold_enough_periods():
+    """A 2-D lattice gets no patch under LATTICE_MIN_PERIODS periods, stripes none under
+    STRIPE_MIN_PERIODS; a small image falls back to its largest patch and says why."""
+    yy, xx = np.mgrid[:128, :128]
+    rng = np.random.default_rng(0)
+    period = 6.3
+    square = np.cos(2 * np.pi * xx / period) + np.cos(2 * np.pi * yy / period)
+    stripes = np.cos(2 * np.pi * xx / period)
+    for image, least in ((square, auto.LATTICE_MIN_PERIODS), (stripes, auto.STRIPE_MIN_PERIODS)):
+        da = xr.DataArray(image + 0.3 * rng.normal(size=image.shape), dims=("y", "x"))
+        candidates = auto._candidates(da, period, "auto")
+        assert candidates and all(p >= least * period for p, _, _ in candidates)
+        assert {t for _, t, _ in candidates} == {"fft+mean"}
+    small = xr.DataArray(square[:64, :64], dims=("y", "x"))
+    [(patch, transform, why)] = auto._candidates(small, 8.0, "auto", min_periods=3.0)
+    assert patch == 16 and transform == "fft+mean"
+    assert "too small for 3 periods" in why and "image side of 96 px" in why
+
+
+def test_two_dimensional_lattice_or_stripes():
+    # Two stripe orientations make the whole image's spectrum look 2-D; the tiles do not.
+    graphene = pvd.synthetic.make("graphene_grains", shape=(96, 96), seed=0).image
+    bfo = pvd.synthetic.make("bfo_stripes", shape=(96, 96), seed=0).image
+    assert auto.is_two_dimensional(graphene, 4.2)
+    assert not auto.is_two_dimensional(bfo, 11.3)

@@ -5,15 +5,20 @@ two or three lattice periods for a lattice, several correlation lengths for a te
 so no fixed default serves them all. `choose_settings` reads the image's own
 characteristic lengths and runs a few cheap label-free trials:
 
-1. **Lattice period** (`features.detect_lattice_period`): when the power spectrum has
-   sharp reflections, 3, 4 and 5 periods (at least 12 px) join the candidate patch
-   sizes, and every candidate's input is ``"fft+mean"`` (|FFT| sees the lattice's
-   period, orientation and symmetry but not its offset; the patch mean keeps domains defined by intensity, such as the layers
-   of an interface, which a lattice image can also have).
+1. **Lattice period** (`features.detect_lattice_period`, at the lower threshold
+   `AUTO_LATTICE_PEAK_RATIO`): when the power spectrum has sharp reflections, 3, 4
+   and 5 periods (at least 12 px) join the candidate patch sizes, and every
+   candidate's input is ``"fft+mean"`` (|FFT| sees the lattice's period, orientation
+   and symmetry but not its offset; the patch mean keeps domains defined by intensity,
+   such as the layers of an interface, which a lattice image can also have).
 2. **Candidate sizes** from 4 to 32 px; without a lattice each is tried with raw patches
    (domains of different intensity or phase) and with ``"fft+mean"`` (textures that
    differ in correlation length or anisotropy have the same mean and differ only in
-   their power spectra). A phase channel (PFM) without a lattice of its own means
+   their power spectra). On a lattice image no candidate holds fewer than
+   `LATTICE_MIN_PERIODS` periods of a 2-D lattice or `STRIPE_MIN_PERIODS` of 1-D
+   stripes (`is_two_dimensional`); when the image is too small for that, the largest
+   patch that fits is the one candidate and its reason says which image size would
+   do. A phase channel (PFM) without a lattice of its own means
    180 degree domains defined by the phase value: raw patches only, and a lattice
    found in another channel does not set the scale.
 3. **Trials**: every candidate's inputs, on a coarse grid of at most ~1600 patches, are
@@ -44,18 +49,34 @@ from threadpoolctl import threadpool_limits
 
 from ..errors import SettingsError
 from ..data.channels import is_spectral
-from .features import (MIN_PERIODS_PER_PATCH, _combine, _patch_stack,
+from .features import (MIN_LATTICE_PERIOD_PX, MIN_PERIODS_PER_PATCH, _combine, _patch_stack,
                        _standard_channels, _window_mean, detect_lattice_period, fft_features,
                        phase_channel_indices)
 
-__all__ = ["AutoSettings", "choose_settings", "estimate_noise", "smallest_image_side"]
+__all__ = ["AutoSettings", "choose_settings", "estimate_noise", "is_two_dimensional",
+           "smallest_image_side"]
 
 #: Candidate patch sizes (px) for images without a lattice.
 FREE_PATCH_SIZES = (4, 6, 8, 12, 16, 24, 32)
 #: Candidate patch sizes for a lattice image, in lattice periods.
 PERIODS_PER_PATCH = (3.0, 4.0, 5.0)
+#: Peak-over-ring-median ratio at which `choose_settings` takes the image for a lattice.
+#: Lower than `features.LATTICE_PEAK_RATIO`: a missed lattice gets raw patches, which
+#: split it by where the atoms sit, while a texture taken for a lattice only loses raw
+#: patches that textures do not need.
+AUTO_LATTICE_PEAK_RATIO = 8.0
 #: Smallest patch for |FFT| features of a lattice (enough frequency bins).
 MIN_LATTICE_PATCH = 12
+#: Fewest periods (of the strongest reflection) any candidate patch may hold on a 2-D
+#: lattice, and on 1-D stripes (`is_two_dimensional`). The trials alone pick patches too
+#: small for their spectra to resolve a 2-D lattice's orientation; stripes need only
+#: one period to show theirs, and larger patches mix their narrow domains.
+LATTICE_MIN_PERIODS = 2.0
+STRIPE_MIN_PERIODS = 1.0
+#: `is_two_dimensional`: median power of the strongest reflection at least 30 degrees
+#: away from a tile's strongest one, over that strongest one, above which the periodic
+#: signal is a 2-D lattice rather than stripes.
+TWO_D_POWER_RATIO = 0.55
 #: A candidate patch must fit this many times along the image's shorter side.
 PATCHES_PER_SIDE = 4
 #: Most scan positions a trial clusters (trials are cheap, whatever the image size).
@@ -224,6 +245,49 @@ def noise_aware_weight(snr: float) -> float:
                        * (NOISY_BOUNDARY_WEIGHT / DEFAULT_BOUNDARY_WEIGHT) ** t, 2))
 
 
+def is_two_dimensional(image: xr.DataArray, period: float) -> bool:
+    """Whether a periodic image is a 2-D lattice (not 1-D stripes), judged on small tiles.
+
+    Each tile (about 2.5 periods, at least 32 px, half overlapping) is Hann-windowed;
+    in its power spectrum, over periods from 3 px to 1.7 ``period``, the strongest peak
+    at least 30 degrees away from the strongest one is compared with it. A 2-D lattice has
+    reflections of similar power in two or more directions; stripes have one direction
+    per tile, even where domains of two stripe orientations make the whole image's
+    spectrum look 2-D. The median ratio over tiles is compared with `TWO_D_POWER_RATIO`.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> yy, xx = np.mgrid[:96, :96]
+    >>> stripes = xr.DataArray(np.cos(2 * np.pi * xx / 7.3), dims=("y", "x"))
+    >>> square = xr.DataArray(np.cos(2 * np.pi * xx / 7.3) + np.cos(2 * np.pi * yy / 7.3),
+    ...                       dims=("y", "x"))
+    >>> is_two_dimensional(stripes, 7.3), is_two_dimensional(square, 7.3)
+    (False, True)
+    """
+    a, _ = _standard_channels(image, "zscore")
+    ny, nx, c = a.shape
+    t = int(min(ny, nx, max(32, math.ceil(2.5 * period))))
+    tiles = np.lib.stride_tricks.sliding_window_view(a, (t, t), axis=(0, 1))
+    tiles = tiles[::max(1, t // 2), ::max(1, t // 2)].reshape(-1, c, t, t)
+    tiles = tiles - tiles.mean(axis=(2, 3), keepdims=True)
+    window = np.hanning(t + 2)[1:-1]
+    power = (np.abs(np.fft.fft2(tiles * np.outer(window, window), axes=(2, 3))) ** 2).sum(1)
+    power = np.fft.fftshift(power, axes=(1, 2)).reshape(len(tiles), -1)
+    k1 = (np.arange(t) - t // 2) / t
+    ky, kx = np.meshgrid(k1, k1, indexing="ij")
+    k = np.hypot(ky, kx)
+    # One half-plane: the spectrum of a real image is symmetric.
+    band = ((k >= 0.6 / period) & (k <= 1.0 / MIN_LATTICE_PERIOD_PX) & (ky >= 0)).ravel()
+    power = np.where(band, power, 0.0)
+    angle = np.degrees(np.arctan2(ky, kx)).ravel() % 180.0
+    strongest = power.argmax(axis=1)
+    apart = np.abs((angle[None, :] - angle[strongest][:, None] + 90.0) % 180.0 - 90.0)
+    other = np.where(apart > 30.0, power, 0.0).max(axis=1)
+    ratio = other / np.maximum(power.max(axis=1), 1e-30)
+    return bool(np.median(ratio) >= TWO_D_POWER_RATIO)
+
+
 def _trial_score(image: xr.DataArray, standard: np.ndarray, patch_size: int, transform: str,
                  seed: int) -> float:
     """Silhouette of a 2-way k-means split of the inputs' two leading PCA scores.
@@ -259,38 +323,57 @@ def _trial_score(image: xr.DataArray, standard: np.ndarray, patch_size: int, tra
                                   random_state=seed))
 
 
-def _candidates(image, period, transform):
-    """``[(patch_size, transform, why)]`` to try, smallest patch first."""
+def _candidates(image, period, transform, min_periods=None):
+    """``[(patch_size, transform, why)]`` to try, smallest patch first.
+
+    On a lattice image (``period`` in px) no candidate holds fewer than ``min_periods``
+    periods (default `LATTICE_MIN_PERIODS`) unless the image is too small for any such
+    patch; then the largest patch that fits is the one candidate, and its reason says so.
+    """
+    if min_periods is None:
+        min_periods = (LATTICE_MIN_PERIODS if period and is_two_dimensional(image, period)
+                       else STRIPE_MIN_PERIODS)
     side = min(image.sizes["y"], image.sizes["x"])
     largest = side // PATCHES_PER_SIDE
+    lattice_transform = "fft+mean" if transform == "auto" else transform
     out = []
+    floor_px, why_free = 0, None
     if period:
+        floor_px = math.ceil(min_periods * period)
         for n in PERIODS_PER_PATCH:
             p = int(max(MIN_LATTICE_PATCH, 2 * round(n * period / 2)))
             if p <= largest and all(p != c[0] for c in out):
-                out.append((p, "fft+mean" if transform == "auto" else transform,
+                out.append((p, lattice_transform,
                             f"lattice period {period:.1f} px, {p / period:.1f} periods"))
-        fallback = 2 * (largest // 2)
-        if not out and fallback >= MIN_PERIODS_PER_PATCH * period:
-            # A long period in a small image: the largest patch that fits still holds
-            # enough periods for |FFT| features.
-            out.append((fallback, "fft+mean" if transform == "auto" else transform,
-                        f"lattice period {period:.1f} px, {fallback / period:.1f} periods "
-                        "(the largest patch the image allows)"))
+        if floor_px > largest:
+            # A long period in a small image: the largest patch that fits is the best
+            # chance, if it holds enough periods for |FFT| features at all.
+            needed = PATCHES_PER_SIDE * max(floor_px, MIN_LATTICE_PATCH)
+            fallback = 2 * (largest // 2)
+            too_small = (f"the image is too small for {min_periods:g} periods per patch, "
+                         f"which need an image side of {needed} px")
+            if fallback >= MIN_PERIODS_PER_PATCH * period:
+                return [(fallback, lattice_transform,
+                         f"lattice period {period:.1f} px, {fallback / period:.1f} periods "
+                         f"(the largest patch that fits; {too_small})")]
+            out, floor_px = [], 0
+            why_free = f"lattice period {period:.1f} px, but {too_small}"
     # The free sizes are tried on a lattice image too: a periodic signal need not be
     # what tells the domains apart (a scan artefact in the amplitude of a PFM scan, none
     # in its phase; intensity steps between stripe variants), and the trials decide.
     # Only with |FFT| + mean inputs, though: raw patches of a lattice split cleanly by
-    # where the atoms sit in them, which is no domain at all.
+    # where the atoms sit in them, which is no domain at all. Nor below `min_periods`
+    # periods: the trials' silhouette favours small patches, whose spectra do not
+    # resolve the lattice.
     free_transforms = ("patch", "fft+mean") if not period else ("fft+mean",)
     for p in FREE_PATCH_SIZES:
-        if p > largest:
+        if p > largest or p < floor_px:
             continue
         for t in (free_transforms if transform == "auto" else (transform,)):
             if t == "fft+mean" and p < 8:
                 continue  # too few frequencies for a spectrum
             if all((p, t) != c[:2] for c in out):
-                out.append((p, t, None))
+                out.append((p, t, why_free))
     return sorted(out, key=lambda c: c[0])
 
 
@@ -347,7 +430,8 @@ def choose_settings(image: xr.DataArray, *, patch_size="auto", stride="auto",
     reasons: dict[str, str] = {}
     scores: dict[str, float] = {}
     spectral = is_spectral(image)
-    period = None if spectral else detect_lattice_period(image)
+    period = None if spectral else detect_lattice_period(
+        image, threshold=AUTO_LATTICE_PEAK_RATIO)
     phase_domains = False
     phases = {} if spectral else phase_channel_indices(image)
     if phases:

@@ -284,10 +284,27 @@ def detect_lattice_period(image: xr.DataArray, max_period: float | None = None,
 
 
 def _peak_ratio(image: xr.DataArray, max_period: float | None = None):
-    """(peak ratio, |k| of the peak in cycles/px) of the strongest reflection.
+    """(peak ratio, |k| of the peak in cycles/px) of the strongest reflection."""
+    spectrum = _reflection_ratios(image, max_period)
+    if spectrum is None:
+        return None, None
+    ratio, power, background, ring, k1 = spectrum
+    iy, ix = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
+    # Refine |k| with the power-weighted centroid of the 3x3 bins around the peak.
+    sl = (slice(max(iy - 1, 0), iy + 2), slice(max(ix - 1, 0), ix + 2))
+    weight = np.clip(power[sl] - background[ring[sl]], 0, None) + 1e-30
+    kyc = np.sum(weight * k1[sl[0]][:, None]) / weight.sum()
+    kxc = np.sum(weight * k1[sl[1]][None, :]) / weight.sum()
+    return float(ratio[iy, ix]), float(np.hypot(kyc, kxc))
 
-    Welch's method: the power spectra of Hann-windowed half-size tiles (50% overlap)
-    are averaged, which tames the speckle of random textures (single-bin power is
+
+def _reflection_ratios(image: xr.DataArray, max_period: float | None = None):
+    """Power over its ring's median, on the centred ``(k_y, k_x)`` grid, or None.
+
+    Returns ``(ratio, power, background, ring, k1)``: ``ratio`` is 0 outside the band of
+    periods considered, ``k1`` the frequencies (cycles/px) along each axis. Welch's
+    method: the power spectra of Hann-windowed half-size tiles (50% overlap) are
+    averaged, which tames the speckle of random textures (single-bin power is
     exponentially distributed) while a lattice's peaks add up in every tile.
     """
     a, _ = _standard_channels(image, "zscore")
@@ -314,7 +331,7 @@ def _peak_ratio(image: xr.DataArray, max_period: float | None = None):
     # patches could resolve.
     band = (k >= 1.0 / max_period) & (k <= 1.0 / MIN_LATTICE_PERIOD_PX)
     if band.sum() < 16:
-        return None, None
+        return None
     # The background under a reflection: the median power over its ring of |k|.
     rings = np.unique(ring[band])
     background = np.zeros(ring.max() + 1)
@@ -323,13 +340,7 @@ def _peak_ratio(image: xr.DataArray, max_period: float | None = None):
     # from producing huge ratios out of round-off.
     floor = 0.1 * power[band].mean() + 1e-30
     ratio = np.where(band, power / (background[ring] + floor), 0.0)
-    iy, ix = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
-    # Refine |k| with the power-weighted centroid of the 3x3 bins around the peak.
-    sl = (slice(max(iy - 1, 0), iy + 2), slice(max(ix - 1, 0), ix + 2))
-    weight = np.clip(power[sl] - background[ring[sl]], 0, None) + 1e-30
-    kyc = np.sum(weight * k1[sl[0]][:, None]) / weight.sum()
-    kxc = np.sum(weight * k1[sl[1]][None, :]) / weight.sum()
-    return float(ratio[iy, ix]), float(np.hypot(kyc, kxc))
+    return ratio, power, background, ring, k1
 
 
 def _hann(n: int) -> np.ndarray:
