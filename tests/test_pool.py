@@ -40,7 +40,12 @@ def _long_fit(pool, image):
     """A fit that holds the pool's one worker until it is cancelled."""
     job = pool.submit(image, patch_size=8, stride=4, epochs=2000)
     cancel = threading.Event()
-    thread = threading.Thread(target=lambda: pytest.raises(FitCancelled, job.result, cancel=cancel))
+
+    def follow():
+        with pytest.raises(FitCancelled):
+            job.result(cancel=cancel)
+
+    thread = threading.Thread(target=follow)
     thread.start()
     assert _until(lambda: job.started), "the long fit did not start"
     return cancel, thread
@@ -152,3 +157,18 @@ def test_store_on_the_pool(pool, image):
 def test_pool_runner_needs_a_pool(image):
     with pytest.raises(PhyvaeDashError, match="needs a pool"):
         Store(image, auto_train=False, runner="pool")
+
+
+def test_a_pool_on_an_existing_scheduler(pool, image):
+    """`serve --scheduler tcp://...`: a second server's pool on the same cluster."""
+    address = pool.cluster.scheduler_address
+    assert address.startswith("tcp://")
+    with FitPool(address) as remote:
+        assert remote.cluster is None and remote.n_workers == 1
+        stop_long, long_thread = _long_fit(pool, image)
+        queued = remote.submit(image, **SMALL)
+        assert queued.position() == 1  # it counts the other server's fit too
+        stop_long.set()
+        long_thread.join(60)
+        assert queued.result().attrs["epochs"] == 2
+    assert pool.fit(image, **SMALL).attrs["epochs"] == 2  # closing it left the cluster running

@@ -173,15 +173,16 @@ def serve(path: str | None = None, *, port: int = 5006, address: str | None = No
     own_pool = pool is None
     if own_pool:
         pool = FitPool(scheduler)
-    server = pn.serve(
-        lambda: create_app(path, channel, pool),  # called once per browser session
-        port=port, address=address, show=show, title=TITLE,
-        websocket_origin=allow_websocket_origin,
-        websocket_max_message_size=WEBSOCKET_MAX_MESSAGE_SIZE, **kwargs,
-    )
-    if own_pool and not kwargs.get("threaded"):
-        pool.close()  # the server has stopped
-    return server
+    try:
+        return pn.serve(
+            lambda: create_app(path, channel, pool),  # called once per browser session
+            port=port, address=address, show=show, title=TITLE,
+            websocket_origin=allow_websocket_origin,
+            websocket_max_message_size=WEBSOCKET_MAX_MESSAGE_SIZE, **kwargs,
+        )
+    finally:
+        if own_pool and not kwargs.get("threaded"):
+            pool.close()  # the server has stopped (a threaded server's pool lives with the process)
 
 
 # `panel serve phyvae_dash/app/app.py` runs this module once per session. Here

@@ -255,8 +255,8 @@ def _fits_ahead_query():
     need not have phyvae_dash installed.
     """
     def fits_ahead(key, prefix, unfinished, dask_scheduler=None):
-        mine = dask_scheduler.tasks.get(key)
-        if mine is None or mine.state not in unfinished:
+        mine = dask_scheduler.tasks.get(key)  # None while its submission is on the way
+        if mine is not None and mine.state not in unfinished:
             return 0
         return sum(1 for task in dask_scheduler.tasks.values()
                    if isinstance(task.key, str) and task.key.startswith(prefix) and task.key != key
