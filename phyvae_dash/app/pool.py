@@ -95,9 +95,6 @@ class FitPool:
             # A fit whose worker died fails at once: retrying it on another worker would
             # most likely kill that one too (out of memory), and the user is waiting.
             with dask.config.set({"distributed.scheduler.allowed-failures": 0,
-                                  # one fit per worker at a time, the rest wait in the
-                                  # scheduler's queue (where their place can be counted)
-                                  "distributed.scheduler.worker-saturation": 1.0,
                                   # each (re)started worker imports torch before it takes
                                   # a fit: the user's first fit does not wait for it
                                   "distributed.worker.preload": ["phyvae_dash.models.train"]}):
