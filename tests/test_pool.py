@@ -172,3 +172,11 @@ def test_a_pool_on_an_existing_scheduler(pool, image):
         long_thread.join(60)
         assert queued.result().attrs["epochs"] == 2
     assert pool.fit(image, **SMALL).attrs["epochs"] == 2  # closing it left the cluster running
+
+
+def test_an_unreachable_scheduler_is_a_clear_error():
+    import dask
+
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        with pytest.raises(PhyvaeDashError, match="cannot reach the dask scheduler.*--scheduler"):
+            FitPool("tcp://127.0.0.1:9")
