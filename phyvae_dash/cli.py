@@ -1,7 +1,9 @@
 """The ``phyvae-dash`` console script.
 
-``phyvae-dash serve [FILE]``
-    Open the dashboard in a browser (on the built-in demo when no file is given).
+``phyvae-dash serve [FILE] [--scheduler tcp://host:8786]``
+    Open the dashboard in a browser (on the built-in demo when no file is given). All
+    sessions' fits run on one pool: a local cluster sized to the machine, or the
+    cluster of ``--scheduler``.
 ``phyvae-dash fit FILE [--out result.nc]``
     Train on a file from the command line, with a progress bar; writes the result
     (NetCDF) and the model weights beside it (safetensors). Settings not given are
@@ -38,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-show", action="store_true", help="do not open a browser tab")
     serve.add_argument("--allow-websocket-origin", action="append", default=None, metavar="HOST[:PORT]",
                        help="host allowed to connect, e.g. when serving on a remote machine (repeatable)")
+    serve.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                       help="dask scheduler whose workers run all sessions' fits "
+                            "(default: a local pool of one process per two cores)")
 
     fit = commands.add_parser("fit", help="train on a file and write the result",
                               description="Train a phyVAE on FILE and write the result (NetCDF) and the "
@@ -177,7 +182,8 @@ def _serve(args) -> int:
     where = f"http://{args.address or 'localhost'}:{args.port}/"
     print(f"phyvae-dash dashboard at {where} (Ctrl+C stops it)")
     serve(args.file, port=args.port, address=args.address, show=not args.no_show,
-          allow_websocket_origin=args.allow_websocket_origin, channel=_channel(args.channel))
+          allow_websocket_origin=args.allow_websocket_origin, channel=_channel(args.channel),
+          scheduler=args.scheduler)
     return 0
 
 

@@ -19,7 +19,7 @@ from panel.viewable import Viewer
 
 # Absolute imports: `panel serve phyvae_dash/app/app.py` runs this file as a script.
 from phyvae_dash.app import offline  # first: it chooses the notebook resources
-from phyvae_dash.app import worker
+from phyvae_dash.app.pool import FitPool
 from phyvae_dash.app.store import Store
 from phyvae_dash.app.views import (ComparisonView, Controls, ExportView, ImageView, LatentMaps,
                                    LatentScatter, ManifoldView, PatchView, TrainingView)
@@ -119,7 +119,8 @@ def _in_server_session() -> bool:
     return bool(doc is not None and doc.session_context is not None)
 
 
-def create_app(path: str | None = None, channel: str | None = None) -> pn.template.FastListTemplate:
+def create_app(path: str | None = None, channel: str | None = None,
+               pool: FitPool | None = None) -> pn.template.FastListTemplate:
     """Build a fresh page for one browser session (the function `serve` hands to Panel).
 
     Parameters
@@ -128,17 +129,22 @@ def create_app(path: str | None = None, channel: str | None = None) -> pn.templa
         A file to open on; the built-in demo when None.
     channel : str, optional
         Which channel of a multi-channel file to use.
+    pool : FitPool, optional
+        The server's shared pool, which runs this session's fits.
     """
     image = None
     if path:
         from phyvae_dash import load
         image = load(path, channel=channel)
         image.attrs.setdefault("source", str(path))
-    return Dashboard(image).template
+    if pool is None:
+        return Dashboard(image).template
+    return Dashboard(store=Store(image, pool=pool)).template
 
 
 def serve(path: str | None = None, *, port: int = 5006, address: str | None = None, show: bool = True,
-          allow_websocket_origin: list[str] | None = None, channel: str | None = None, **kwargs):
+          allow_websocket_origin: list[str] | None = None, channel: str | None = None,
+          scheduler: str | None = None, pool: FitPool | None = None, **kwargs):
     """Serve the dashboard (blocking), one independent state per browser session.
 
     Parameters
@@ -151,19 +157,32 @@ def serve(path: str | None = None, *, port: int = 5006, address: str | None = No
         Open a browser tab.
     allow_websocket_origin : list of str, optional
         Hosts allowed to connect (needed behind a proxy or on a remote machine).
+    scheduler : str, optional
+        A dask scheduler (``tcp://host:8786``) whose workers run the fits. Without it
+        the server starts a local pool sized to the machine
+        (:class:`~phyvae_dash.app.pool.FitPool`). Either way one pool serves all
+        sessions: an idle session holds no process.
+    pool : FitPool, optional
+        An existing pool to use instead (the caller closes it).
     **kwargs
         Passed to :func:`panel.serve` (e.g. ``threaded=True`` to return at once).
     """
     if path:  # fail here, with the data layer's message, rather than in every session
         from phyvae_dash import load
         load(path, channel=channel)
-    worker.prestart()  # the first session's training process starts while the browser opens
-    return pn.serve(
-        lambda: create_app(path, channel),  # called once per browser session
-        port=port, address=address, show=show, title=TITLE,
-        websocket_origin=allow_websocket_origin,
-        websocket_max_message_size=WEBSOCKET_MAX_MESSAGE_SIZE, **kwargs,
-    )
+    own_pool = pool is None
+    if own_pool:
+        pool = FitPool(scheduler)
+    try:
+        return pn.serve(
+            lambda: create_app(path, channel, pool),  # called once per browser session
+            port=port, address=address, show=show, title=TITLE,
+            websocket_origin=allow_websocket_origin,
+            websocket_max_message_size=WEBSOCKET_MAX_MESSAGE_SIZE, **kwargs,
+        )
+    finally:
+        if own_pool and not kwargs.get("threaded"):
+            pool.close()  # the server has stopped (a threaded server's pool lives with the process)
 
 
 # `panel serve phyvae_dash/app/app.py` runs this module once per session. Here

@@ -207,10 +207,14 @@ class Store(param.Parameterized):
                               doc="Number of domains; None chooses it automatically.")
     compare = param.Boolean(default=False, doc="Also fit with boundary_weight=0.")
     auto_train = param.Boolean(default=True)
-    runner = param.Selector(default="auto", objects=["auto", "process", "thread"], constant=True,
-                            doc="Where fits run: a worker process, or a thread of this process; "
-                                "auto: a process in a served session or a notebook (so that "
-                                "training never holds the GIL the widgets need), else a thread.")
+    runner = param.Selector(default="auto", objects=["auto", "pool", "process", "thread"], constant=True,
+                            doc="Where fits run: the server's shared pool, a worker process, or a "
+                                "thread of this process; auto: the pool when one is given, else a "
+                                "process in a served session or a notebook (so that training never "
+                                "holds the GIL the widgets need), else a thread.")
+    pool = param.Parameter(default=None, constant=True,
+                           doc="A shared `phyvae_dash.app.pool.FitPool` (one per server) that runs "
+                               "the fits; the store then holds no process of its own.")
 
     # ---- the running job
     running = param.Boolean(default=False, constant=False)
@@ -270,6 +274,11 @@ class Store(param.Parameterized):
             self._loop = asyncio.get_running_loop() if self._doc is None else None
         except RuntimeError:
             self._loop = None
+        if self.runner == "pool" and self.pool is None:
+            raise PhyvaeDashError('runner="pool" needs a pool: Store(pool=FitPool(...))')
+        if self.runner == "auto" and self.pool is not None:
+            with param.edit_constant(self):
+                self.runner = "pool"
         if self.runner == "auto":
             interactive = self._doc is not None or self._loop is not None
             with param.edit_constant(self):
@@ -522,8 +531,13 @@ class Store(param.Parameterized):
         if self._worker is not None:
             self._worker.close()
 
-    def _fit(self, image, **kwargs):
-        """`fit` in this store's worker process, or here when it has none."""
+    def _fit(self, image, waiting=None, **kwargs):
+        """`fit` on the pool, in this store's worker process, or here.
+
+        ``waiting(n)`` hears how many fits are ahead while a pool's fit waits for a worker.
+        """
+        if self.runner == "pool":
+            return self.pool.fit(image, waiting=waiting, **kwargs)
         if self.runner != "process":
             return pvd.fit(image, **kwargs)
         with self._worker_lock:
@@ -567,7 +581,7 @@ class Store(param.Parameterized):
 
     def _run(self, job: Job):
         """Body of the training thread."""
-        if self._doc is not None and self.runner != "process":
+        if self._doc is not None and self.runner == "thread":
             _leave_a_core_for_the_server()
         if job.previous is not None and job.previous.thread is not None:
             # The cancelled job stops within an epoch; waiting keeps the 2 cores for us.
@@ -613,7 +627,8 @@ class Store(param.Parameterized):
             # runs one fit at a time, a new job waits for the cancelled one.)
             warnings.simplefilter("always")
             result = self._fit(job.image, **{**job.settings, "boundary_weight": boundary_weight},
-                             callback=partial(self._on_progress, job, phase), cancel=job.cancel)
+                             callback=partial(self._on_progress, job, phase), cancel=job.cancel,
+                             waiting=partial(self._on_waiting, job))
         self._report_warnings(job, caught, phase)
         if job.cancel.is_set():
             raise FitCancelled("cancelled")
@@ -690,6 +705,12 @@ class Store(param.Parameterized):
             self._send_progress(job, phase, progress)
         except Exception:  # a display problem must not stop the training
             log.exception("progress update of job %s failed", job.id)
+
+    def _on_waiting(self, job: Job, fits_ahead: int):
+        """A pool's fit waits for a worker (runs in the training thread)."""
+        status = (f"waiting for the pool: {fits_ahead} fit{'s' if fits_ahead != 1 else ''} ahead of yours"
+                  if fits_ahead else "training")
+        self._dispatch(job, lambda: self.param.update(status=status))
 
     def _send_progress(self, job: Job, phase: str, progress):
         for name, value in progress.losses.items():
