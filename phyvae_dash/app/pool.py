@@ -198,14 +198,17 @@ class FitJob:
         """Pass on progress and cancellation until the task has finished."""
         cancelled = False
         last_position, asked_at = None, -POSITION_INTERVAL_S
-        while True:
-            for message in self._messages(POLL_S):
+        def handle(messages):
+            for message in messages:
                 if message == _STARTED:
                     self.started = True
                     if waiting is not None and last_position:
                         waiting(0)
                 elif callback is not None:
                     callback(pickle.loads(message))
+
+        while True:
+            handle(self._messages(POLL_S))
             if cancel is not None and cancel.is_set() and not cancelled:
                 cancelled = True
                 self._cancel.set()  # a running fit stops within an epoch
@@ -213,9 +216,7 @@ class FitJob:
                     self.future.cancel()  # a queued one never starts
                     raise FitCancelled("fit cancelled before it started")
             if self.future.done():
-                for message in self._messages(None):  # the last epochs
-                    if message != _STARTED and callback is not None:
-                        callback(pickle.loads(message))
+                handle(self._messages(None))  # the last epochs (and its start, if unseen)
                 return
             if (waiting is not None and not self.started
                     and time.monotonic() - asked_at >= POSITION_INTERVAL_S):
