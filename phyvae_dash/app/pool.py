@@ -78,9 +78,9 @@ class FitPool:
     >>> import phyvae_dash as pvd
     >>> from phyvae_dash.app.pool import FitPool
     >>> image = pvd.synthetic.make("pfm_labyrinth", shape=(48, 48))["image"]
-    >>> with FitPool(n_workers=1) as pool:                     # doctest: +SKIP
+    >>> with FitPool(n_workers=1) as pool:
     ...     result = pool.fit(image, patch_size=8, stride=4, epochs=2)
-    >>> result.z_mean.dims                                     # doctest: +SKIP
+    >>> result.z_mean.dims
     ('latent', 'y', 'x')
 
     See Also
