@@ -38,6 +38,7 @@ import warnings
 import dask
 import distributed
 
+from phyvae_dash.app import worker
 from phyvae_dash.errors import FitCancelled, PhyvaeDashError
 
 #: Seconds a job waits for a progress message before it checks its cancel token again.
@@ -185,14 +186,7 @@ class FitJob:
         finally:
             self._release()
         kind, *payload = outcome
-        if kind == "error":
-            error, caught = payload
-            _rewarn(caught)
-            raise error
-        result, weights, inputs, grid_shape, caught = payload
-        _rewarn(caught)
-        _register(result, weights, inputs, grid_shape)
-        return result
+        return worker.take_outcome(kind, payload)
 
     def _follow(self, callback, cancel, waiting):
         """Pass on progress and cancellation until the task has finished."""
@@ -301,31 +295,10 @@ def _fit_on_worker(image, settings, key, torch_threads, niceness):
                     pickle.dumps(error)
                 except Exception:  # an error that does not pickle: its text does
                     error = RuntimeError(f"{type(error).__name__}: {error}")
-                return ("error", error, _warnings(caught))
+                return ("error", error, worker.warnings_to_send(caught))
         entry = persist.get_entry(result.attrs["model_id"])
         inputs = None if entry.inputs is None else entry.inputs.detach().float().cpu().numpy()
         return ("done", result, persist.weights_to_bytes(entry.model), inputs, entry.grid_shape,
-                _warnings(caught))
+                worker.warnings_to_send(caught))
     finally:
         progress.close()
-
-
-def _register(result, weights: bytes, inputs, grid_shape):
-    """Make the model that came back usable here (``result.pvd``)."""
-    import torch
-
-    from phyvae_dash.models import persist
-
-    model = persist.model_from_bytes(weights)
-    if inputs is not None:
-        inputs = torch.from_numpy(inputs)
-    persist.register(result.attrs["model_id"], model, inputs=inputs, grid_shape=grid_shape)
-
-
-def _warnings(caught) -> list:
-    return [(w.category, str(w.message)) for w in caught]
-
-
-def _rewarn(caught):
-    for category, text in caught:
-        warnings.warn(text, category, stacklevel=4)

@@ -86,18 +86,19 @@ def main(address: str):
                                  callback=lambda progress: connection.send(("progress", job_id, progress)))
             except Exception as error:  # sent back and raised in the server
                 try:
-                    connection.send(("error", job_id, error, _warnings(caught)))
+                    connection.send(("error", job_id, error, warnings_to_send(caught)))
                 except Exception:  # an error that does not pickle: its text does
                     connection.send(("error", job_id, RuntimeError(f"{type(error).__name__}: {error}"),
-                                     _warnings(caught)))
+                                     warnings_to_send(caught)))
                 continue
         entry = persist.get_entry(result.attrs["model_id"])
         inputs = None if entry.inputs is None else entry.inputs.detach().float().cpu().numpy()
         connection.send(("done", job_id, result, persist.weights_to_bytes(entry.model),
-                         inputs, entry.grid_shape, _warnings(caught)))
+                         inputs, entry.grid_shape, warnings_to_send(caught)))
 
 
-def _warnings(caught) -> list:
+def warnings_to_send(caught) -> list:
+    """Recorded warnings as picklable ``(category, text)`` pairs (see `take_outcome`)."""
     return [(w.category, str(w.message)) for w in caught]
 
 
@@ -196,10 +197,6 @@ class FitWorker:
 
     def fit(self, image, *, callback=None, cancel=None, **kwargs):
         """`phyvae_dash.fit` in the worker process; same arguments and result."""
-        import torch
-
-        from phyvae_dash.models import persist
-
         with self._lock:
             if not self._ready:
                 self._start()
@@ -214,17 +211,7 @@ class FitWorker:
                     if callback is not None:
                         callback(payload[0])
                     continue
-                if kind == "error":
-                    error, caught = payload
-                    _rewarn(caught)
-                    raise error
-                result, weights, inputs, grid_shape, caught = payload
-                _rewarn(caught)
-                model = persist.model_from_bytes(weights)
-                if inputs is not None:
-                    inputs = torch.from_numpy(inputs)
-                persist.register(result.attrs["model_id"], model, inputs=inputs, grid_shape=grid_shape)
-                return result
+                return take_outcome(kind, payload)
 
 
 _running: "weakref.WeakSet[FitWorker]" = weakref.WeakSet()
@@ -238,7 +225,28 @@ def _close_all():
 
 def _rewarn(caught):
     for category, text in caught:
-        warnings.warn(text, category, stacklevel=3)
+        warnings.warn(text, category, stacklevel=4)
+
+
+def take_outcome(kind: str, payload) -> "xr.Dataset":
+    """What a fit run elsewhere (this module's process, or the pool's) sent back when it
+    ended: its warnings are issued again here, an error is raised, and a result's model
+    is registered in this process, so that ``result.pvd`` works."""
+    import torch  # not at import time: the dashboard starts before torch is needed
+
+    from phyvae_dash.models import persist
+
+    if kind == "error":
+        error, caught = payload
+        _rewarn(caught)
+        raise error
+    result, weights, inputs, grid_shape, caught = payload
+    _rewarn(caught)
+    model = persist.model_from_bytes(weights)
+    if inputs is not None:
+        inputs = torch.from_numpy(inputs)
+    persist.register(result.attrs["model_id"], model, inputs=inputs, grid_shape=grid_shape)
+    return result
 
 
 _spare: FitWorker | None = None
