@@ -34,7 +34,7 @@ import pandas as pd
 import psutil
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from app_responsiveness import _free_port, _ok, _probe, _wait  # noqa: E402
+from app_responsiveness import _free_port, _ok, _probe, _wait, with_probe  # noqa: E402
 
 
 def _tree():
@@ -74,14 +74,8 @@ def _serve():
         store.param.update(patch_size=8, stride=4, epochs=10)
         store.auto_train = True  # trains when a setting changes, not when the page opens
         dashboard = Dashboard(store=store)
-        probe = pn.widgets.Checkbox(name="probe", css_classes=["pvd-probe"])
-        answer = pn.pane.Markdown("probe False")
-        probe.param.watch(lambda event: setattr(answer, "object", f"probe {event.new}"), "value")
-        dashboard.probe = probe
-        template = dashboard.template
-        template.sidebar.append(pn.Row(probe, answer))
         dashboards.append(dashboard)
-        return template
+        return with_probe(dashboard)
 
     worker.prestart()  # as `phyvae-dash serve` does: a warmed-up spare for the first fit
     port = _free_port()

@@ -40,6 +40,21 @@ import urllib.request
 TARGETS = {"first_map_s": 2.0, "fit_done_s": 15.0, "round_trip_ms": 200.0}
 
 
+
+def with_probe(dashboard):
+    """The dashboard's page with a round-trip probe: a checkbox whose click the server
+    answers with a text. It measures how long a widget waits for the server (not what a
+    view does with it)."""
+    import panel as pn
+
+    probe = pn.widgets.Checkbox(name="probe", css_classes=["pvd-probe"])
+    answer = pn.pane.Markdown("probe False")
+    probe.param.watch(lambda event: setattr(answer, "object", f"probe {event.new}"), "value")
+    dashboard.probe = probe
+    template = dashboard.template
+    template.sidebar.append(pn.Row(probe, answer))
+    return template
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("localhost", 0))
@@ -74,16 +89,8 @@ def _serve(small: bool):
             store.train()
         else:
             dashboard = Dashboard()
-        # The round-trip probe: a checkbox whose click the server answers with a text. It
-        # measures how long a widget waits for the server (not what a view does with it).
-        probe = pn.widgets.Checkbox(name="probe", css_classes=["pvd-probe"])
-        answer = pn.pane.Markdown("probe False")
-        probe.param.watch(lambda event: setattr(answer, "object", f"probe {event.new}"), "value")
-        dashboard.probe = probe
-        template = dashboard.template
-        template.sidebar.append(pn.Row(probe, answer))
         dashboards.append(dashboard)
-        return template
+        return with_probe(dashboard)
 
     port = _free_port()
     server = pn.serve(page, port=port, address="localhost", show=False, threaded=True, liveness=True)
