@@ -33,7 +33,6 @@ import shutil
 import socket
 import statistics
 import sys
-import threading
 import time
 import urllib.request
 
